@@ -1,0 +1,25 @@
+//! # ptnetd
+//!
+//! A Redox OS driver daemon for netmap's **ptnet** paravirtual NIC, and an emulated ptnet
+//! hypervisor (device model) to test and benchmark it on machines without ptnet hardware.
+//!
+//! ## Map (read in this order)
+//! | module | holds |
+//! |---|---|
+//! | [`abi`] | the spec (`ptnet.md`) as `#[repr(C)]` types and constants, layout asserted at compile time |
+//! | [`shm`] | the one shared-memory accessor and the named barriers; `unsafe` lives here |
+//! | [`ring`] | netmap ring arithmetic and the validation chains of §7.5 |
+//! | [`csb`] | paired CSB protocol functions (§5.4): publish ↔ read, re-arm then re-check |
+//! | `model` | (host builds) the emulated hypervisor: PCI functions, registers, guest memory, netmap region, kloop, ports |
+//!
+//! The driver core, the schemes and the zero-copy client follow in later layers.
+#![deny(unsafe_code, unsafe_op_in_unsafe_fn, missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod abi;
+pub mod csb;
+pub mod ring;
+pub mod shm;
+
+#[cfg(not(target_os = "redox"))]
+pub mod model;

@@ -1,0 +1,1 @@
+//! The emulated ptnet hypervisor (device model).
