@@ -18,6 +18,7 @@
 
 pub mod abi;
 pub mod csb;
+pub mod nm;
 pub mod ring;
 pub mod shm;
 

@@ -1,3 +1,6 @@
+//! ptnetd: the daemon entry point.
 fn main() {
-    ptnetd::x();
+    #[cfg(not(target_os = "redox"))]
+    env_logger::init();
+    log::info!("ptnetd {}", env!("CARGO_PKG_VERSION"));
 }

@@ -141,7 +141,7 @@ impl Region {
         if end.is_none_or(|e| e > self.len) {
             return Err(ShmError::OutOfBounds { offset, len, size: self.len });
         }
-        if (self.base.as_ptr() as usize + offset) % align != 0 {
+        if !(self.base.as_ptr() as usize + offset).is_multiple_of(align) {
             return Err(ShmError::Misaligned { offset, align });
         }
         Ok(())
@@ -299,7 +299,7 @@ mod guest {
             let raddr = r.to_region_addr(GuestAddress(gpa)).ok_or(oob)?;
             let slice = r.get_slice(raddr, len).map_err(|_| oob)?;
             let ptr = slice.ptr_guard_mut().as_ptr();
-            if ptr as usize % 8 != 0 {
+            if !(ptr as usize).is_multiple_of(8) {
                 return Err(ShmError::Misaligned { offset: gpa as usize, align: 8 });
             }
             let ptr = NonNull::new(ptr).ok_or(oob)?;

@@ -1,0 +1,247 @@
+//! A VALE-like learning switch (spec §7.1, §10; vale(4)).
+//!
+//! Any number of ports. Each frame a port transmits is forwarded synchronously (TX completes at
+//! once: `hwcur = head`, `hwtail = prev(head)`, §8.6 TX 3c): the source MAC is learnt, a known
+//! unicast destination gets the frame, unknown unicast, multicast and broadcast are flooded to
+//! every other port. Delivery copies into the destination's RX ring; a full destination ring
+//! drops the frame there (as VALE does) and counts it in that port's `rx_drops`.
+//!
+//! Ports may use different virtio-net header lengths (0/10/12): frames are converted on the way
+//! by [`super::offload::convert`], which also performs software checksum and segmentation when
+//! a frame with offload requests goes to a port without headers (§10).
+
+use super::offload;
+use super::port::{Frame, HostRing, NmPort, PortError, TxBackend};
+use crate::ring;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Something attached to a switch port that can receive frames.
+pub trait SwitchEndpoint: Send + Sync {
+    /// Virtio-net header length the endpoint expects in front of each frame.
+    fn hdr_len(&self) -> u32;
+    /// Takes one frame (with a header of `hdr_len()` bytes); `true` if it was accepted.
+    fn receive(&self, ring_hint: u32, frame: &Frame<'_>) -> bool;
+}
+
+impl SwitchEndpoint for NmPort {
+    fn hdr_len(&self) -> u32 {
+        self.vnet_hdr_len()
+    }
+    fn receive(&self, ring_hint: u32, frame: &Frame<'_>) -> bool {
+        self.deliver(ring_hint, frame).is_ok()
+    }
+}
+
+/// Switch counters.
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    /// Frames entering the switch.
+    pub frames_in: AtomicU64,
+    /// Frames sent to a learnt unicast destination.
+    pub unicast: AtomicU64,
+    /// Frames flooded.
+    pub flooded: AtomicU64,
+    /// Deliveries refused by the destination (ring full or bad slot).
+    pub dropped: AtomicU64,
+    /// Frames whose header conversion failed (malformed offload request).
+    pub conversion_errors: AtomicU64,
+}
+
+struct State {
+    ports: Vec<Option<Arc<dyn SwitchEndpoint>>>,
+    macs: HashMap<[u8; 6], usize>,
+    scratch: Vec<u8>,
+    out: Vec<Vec<u8>>,
+}
+
+/// The switch.
+pub struct Switch {
+    name: String,
+    state: Mutex<State>,
+    /// Counters.
+    pub stats: SwitchStats,
+}
+
+impl std::fmt::Debug for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Switch({})", self.name)
+    }
+}
+
+/// The TX backend of a netmap port attached to a switch.
+struct SwitchPort {
+    sw: Arc<Switch>,
+    no: usize,
+}
+
+impl TxBackend for SwitchPort {
+    fn transmit(&self, port: &NmPort, hr: &mut HostRing) -> Result<(), PortError> {
+        let id = hr.id;
+        port.for_each_tx_frame(hr, |f, _| {
+            self.sw.forward(self.no, port.vnet_hdr_len(), id, f);
+            true
+        });
+        hr.kring.hwtail = ring::prev(hr.kring.hwcur, hr.kring.num_slots);
+        Ok(())
+    }
+    fn kind(&self) -> &'static str {
+        "switch"
+    }
+    fn vnet_capable(&self) -> bool {
+        true
+    }
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            state: Mutex::new(State {
+                ports: Vec::new(),
+                macs: HashMap::new(),
+                scratch: Vec::new(),
+                out: Vec::new(),
+            }),
+            stats: SwitchStats::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches an endpoint; returns its port number.
+    pub fn attach(&self, ep: Arc<dyn SwitchEndpoint>) -> usize {
+        let mut s = self.lock();
+        if let Some(i) = s.ports.iter().position(Option::is_none) {
+            s.ports[i] = Some(ep);
+            i
+        } else {
+            s.ports.push(Some(ep));
+            s.ports.len() - 1
+        }
+    }
+
+    /// Attaches a netmap port: its TX rings now feed the switch, and it receives from it.
+    pub fn attach_port(self: &Arc<Self>, port: &Arc<NmPort>) -> usize {
+        let no = self.attach(port.clone());
+        port.set_backend(Arc::new(SwitchPort { sw: self.clone(), no }));
+        no
+    }
+
+    /// Detaches port `no` and forgets the addresses learnt on it.
+    pub fn detach(&self, no: usize) {
+        let mut s = self.lock();
+        if let Some(p) = s.ports.get_mut(no) {
+            *p = None;
+        }
+        s.macs.retain(|_, p| *p != no);
+    }
+
+    /// Number of attached ports.
+    pub fn num_ports(&self) -> usize {
+        self.lock().ports.iter().flatten().count()
+    }
+
+    /// Port learnt for `mac`, if any.
+    pub fn lookup(&self, mac: &[u8; 6]) -> Option<usize> {
+        self.lock().macs.get(mac).copied()
+    }
+
+    /// Forwards one frame (with a `src_hdr_len`-byte header) entering on port `src`.
+    /// Returns the number of endpoints that accepted it.
+    pub fn forward(
+        &self,
+        src: usize,
+        src_hdr_len: u32,
+        ring_hint: u32,
+        frame: &Frame<'_>,
+    ) -> usize {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let mut eth = [0u8; 12];
+        if frame.read_at(src_hdr_len as usize, &mut eth) < 12 {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return 0; // runt: no Ethernet addresses
+        }
+        let dst: [u8; 6] = eth[..6].try_into().unwrap_or_default();
+        let smac: [u8; 6] = eth[6..].try_into().unwrap_or_default();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        if smac[0] & 1 == 0 {
+            s.macs.insert(smac, src);
+        }
+        let target = if dst[0] & 1 == 0 { s.macs.get(&dst).copied() } else { None };
+        let mut delivered = 0;
+        match target {
+            Some(t) if t == src => {}
+            Some(t) => {
+                self.stats.unicast.fetch_add(1, Ordering::Relaxed);
+                if let Some(ep) = s.ports.get(t).cloned().flatten() {
+                    delivered += self.deliver_one(s, &ep, src_hdr_len, ring_hint, frame);
+                }
+            }
+            None => {
+                self.stats.flooded.fetch_add(1, Ordering::Relaxed);
+                for i in 0..s.ports.len() {
+                    if i == src {
+                        continue;
+                    }
+                    if let Some(ep) = s.ports[i].clone() {
+                        delivered += self.deliver_one(s, &ep, src_hdr_len, ring_hint, frame);
+                    }
+                }
+            }
+        }
+        delivered
+    }
+
+    fn deliver_one(
+        &self,
+        s: &mut State,
+        ep: &Arc<dyn SwitchEndpoint>,
+        src_len: u32,
+        ring_hint: u32,
+        frame: &Frame<'_>,
+    ) -> usize {
+        let dst_len = ep.hdr_len();
+        if dst_len == src_len {
+            return self.count(ep.receive(ring_hint, frame));
+        }
+        s.scratch.clear();
+        frame.gather(&mut s.scratch);
+        let mut outs = std::mem::take(&mut s.out);
+        let mut n_out = 0;
+        let res = offload::convert(&s.scratch, src_len as usize, dst_len as usize, &mut |b| {
+            if outs.len() <= n_out {
+                outs.push(Vec::new());
+            }
+            outs[n_out].clear();
+            outs[n_out].extend_from_slice(b);
+            n_out += 1;
+        });
+        let mut ok = 0;
+        match res {
+            Ok(_) => {
+                for o in outs.iter().take(n_out) {
+                    ok += self.count(ep.receive(ring_hint, &Frame::Bytes(o)));
+                }
+            }
+            Err(e) => {
+                log::debug!("{}: header conversion failed: {e}", self.name);
+                self.stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.out = outs;
+        ok.min(1)
+    }
+
+    fn count(&self, accepted: bool) -> usize {
+        if !accepted {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        accepted as usize
+    }
+}

@@ -1,0 +1,237 @@
+//! A virtual machine as the device model sees it: guest RAM (rust-vmm `vm-memory`), an MSI
+//! interrupt controller, and a PCI bus holding ptnet and memdev functions.
+//!
+//! Like QEMU, adding a ptnet device also adds the memdev of its port's netmap region, once per
+//! distinct region (matched by MEMID, §1). The guest side of tests and of the in-process platform
+//! reaches devices through [`Vm::functions`] by bus slot, BAR index and offset.
+
+use super::kloop::{MsiMessage, MsiSink};
+use super::memdev::MemdevDevice;
+use super::notify::Notifier;
+use super::ptnet::{DeviceError, Netdev, PtnetConfig, PtnetDevice};
+use crate::shm::{Region, ShmError};
+use core::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+/// Errors of VM setup.
+#[derive(Debug)]
+pub enum VmError {
+    /// Guest RAM could not be created.
+    Ram(String),
+    /// Out of guest RAM for DMA.
+    OutOfDma(usize),
+    /// Mapping guest RAM failed.
+    Shm(ShmError),
+    /// Device creation failed.
+    Device(DeviceError),
+}
+
+impl fmt::Display for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ram(s) => write!(f, "guest ram: {s}"),
+            Self::OutOfDma(n) => write!(f, "no guest ram left for a {n}-byte dma allocation"),
+            Self::Shm(e) => write!(f, "guest ram: {e}"),
+            Self::Device(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for VmError {}
+
+/// x86 MSI address window (`0xFEEx_xxxx`).
+pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
+
+/// Counts MSI messages per vector (data & 0xff), like a local APIC with an `irq:` scheme on top.
+#[derive(Debug)]
+pub struct InterruptController {
+    counts: Vec<AtomicU64>,
+    stray: AtomicU64,
+    notifier: Notifier,
+}
+
+impl Default for InterruptController {
+    fn default() -> Self {
+        Self {
+            counts: (0..256).map(|_| AtomicU64::new(0)).collect(),
+            stray: AtomicU64::new(0),
+            notifier: Notifier::new(),
+        }
+    }
+}
+
+impl InterruptController {
+    /// Interrupts received on CPU vector `v`.
+    pub fn count(&self, v: u8) -> u64 {
+        self.counts[v as usize].load(Ordering::Relaxed)
+    }
+    /// Messages that were not valid MSI writes (address outside 0xFEEx_xxxx).
+    pub fn stray(&self) -> u64 {
+        self.stray.load(Ordering::Relaxed)
+    }
+    /// Generation of the wake-up notifier (changes on every interrupt).
+    pub fn generation(&self) -> u64 {
+        self.notifier.generation()
+    }
+    /// Waits for any interrupt after generation `seen`.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        self.notifier.wait(seen, timeout)
+    }
+}
+
+impl MsiSink for InterruptController {
+    fn deliver(&self, _vector: u16, msg: MsiMessage) {
+        if msg.address & !0xf_ffff != MSI_ADDRESS_BASE {
+            self.stray.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.counts[(msg.data & 0xff) as usize].fetch_add(1, Ordering::Relaxed);
+        self.notifier.notify();
+    }
+}
+
+/// A PCI function on the VM's bus.
+#[derive(Clone, Debug)]
+pub enum PciFunction {
+    /// A ptnet NIC.
+    Ptnet(Arc<PtnetDevice>),
+    /// A memdev.
+    Memdev(Arc<MemdevDevice>),
+}
+
+impl PciFunction {
+    /// Config space read.
+    pub fn config_read(&self, off: u16, size: u8) -> u32 {
+        match self {
+            Self::Ptnet(d) => d.config_read(off, size),
+            Self::Memdev(d) => d.config_read(off, size),
+        }
+    }
+    /// Config space write.
+    pub fn config_write(&self, off: u16, size: u8, val: u32) {
+        match self {
+            Self::Ptnet(d) => d.config_write(off, size, val),
+            Self::Memdev(d) => d.config_write(off, size, val),
+        }
+    }
+    /// BAR read.
+    pub fn bar_read(&self, bar: u8, off: u64, size: u8) -> u64 {
+        match self {
+            Self::Ptnet(d) => d.bar_read(bar, off, size),
+            Self::Memdev(d) => d.bar_read(bar, off, size),
+        }
+    }
+    /// BAR write.
+    pub fn bar_write(&self, bar: u8, off: u64, size: u8, val: u64) {
+        match self {
+            Self::Ptnet(d) => d.bar_write(bar, off, size, val),
+            Self::Memdev(d) => d.bar_write(bar, off, size, val),
+        }
+    }
+    /// A BAR that can be mapped as memory (memdev BAR1).
+    pub fn bar_memory(&self, bar: u8) -> Option<Region> {
+        match self {
+            Self::Memdev(d) if bar == crate::abi::pci::MEM_BAR => Some(d.bar1()),
+            _ => None,
+        }
+    }
+}
+
+/// A virtual machine.
+pub struct Vm {
+    ram: Arc<GuestMemoryMmap>,
+    ram_size: u64,
+    irq: Arc<InterruptController>,
+    functions: Mutex<Vec<(u8, PciFunction)>>,
+    dma_next: Mutex<u64>,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Vm({} MiB)", self.ram_size >> 20)
+    }
+}
+
+/// Where DMA allocations start (the first MiB is left alone, as on a PC).
+const DMA_BASE: u64 = 1 << 20;
+
+impl Vm {
+    /// A VM with `ram_mib` MiB of RAM at guest-physical 0.
+    pub fn new(ram_mib: u64) -> Result<Arc<Self>, VmError> {
+        let size = ram_mib << 20;
+        let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
+            .map_err(|e| VmError::Ram(e.to_string()))?;
+        Ok(Arc::new(Self {
+            ram: Arc::new(ram),
+            ram_size: size,
+            irq: Arc::new(InterruptController::default()),
+            functions: Mutex::new(Vec::new()),
+            dma_next: Mutex::new(DMA_BASE),
+        }))
+    }
+
+    /// Guest RAM.
+    pub fn ram(&self) -> &Arc<GuestMemoryMmap> {
+        &self.ram
+    }
+    /// RAM size in bytes.
+    pub fn ram_size(&self) -> u64 {
+        self.ram_size
+    }
+    /// The interrupt controller.
+    pub fn irq(&self) -> &Arc<InterruptController> {
+        &self.irq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u8, PciFunction)>> {
+        self.functions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The functions on the bus, with their slot numbers.
+    pub fn functions(&self) -> Vec<(u8, PciFunction)> {
+        self.lock().clone()
+    }
+
+    /// Adds a function at the next free slot (starting at 3); returns the slot.
+    pub fn add_function(&self, f: PciFunction) -> u8 {
+        let mut v = self.lock();
+        let slot = 3 + v.len() as u8;
+        v.push((slot, f));
+        slot
+    }
+
+    /// Realizes a ptnet device on `netdev`, and the memdev of its region if the bus has none
+    /// with that MEMID yet (QEMU hot-creates it, §1).
+    pub fn add_ptnet(&self, netdev: Netdev, cfg: PtnetConfig) -> Result<Arc<PtnetDevice>, VmError> {
+        let dev = PtnetDevice::new(netdev, self.ram.clone(), self.irq.clone(), cfg)
+            .map_err(VmError::Device)?;
+        let mem = dev.port().mem().clone();
+        let have = self.lock().iter().any(
+            |(_, f)| matches!(f, PciFunction::Memdev(m) if m.memory().mem_id() == mem.mem_id()),
+        );
+        self.add_function(PciFunction::Ptnet(dev.clone()));
+        if !have {
+            let md = MemdevDevice::new(mem).map_err(|e| VmError::Device(DeviceError::Pci(e)))?;
+            self.add_function(PciFunction::Memdev(md));
+        }
+        Ok(dev)
+    }
+
+    /// Allocates `len` bytes of zeroed, page-aligned guest RAM for DMA; returns its
+    /// guest-physical address and a window on it (the guest's own mapping).
+    pub fn alloc_dma(&self, len: usize) -> Result<(u64, Region), VmError> {
+        let len = len.max(1).next_multiple_of(4096);
+        let mut next = self.dma_next.lock().unwrap_or_else(|e| e.into_inner());
+        if *next + len as u64 > self.ram_size {
+            return Err(VmError::OutOfDma(len));
+        }
+        let gpa = *next;
+        let r = Region::from_guest(&self.ram, gpa, len).map_err(VmError::Shm)?;
+        r.fill(0, len, 0).map_err(VmError::Shm)?;
+        *next += len as u64;
+        Ok((gpa, r))
+    }
+}

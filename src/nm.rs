@@ -1,0 +1,318 @@
+//! Typed views of the netmap structures in shared memory (spec §7): `netmap_if`, `netmap_ring`
+//! and its slots, over a [`Region`]. Used by the device model, the driver and zero-copy clients.
+//!
+//! A view checks once, at construction, that the whole structure lies inside the region; its
+//! getters then read fields at fixed offsets (values, never references). Getters return what the
+//! peer wrote, unvalidated: callers copy a value once and validate it with [`crate::ring`] before
+//! acting on it.
+
+use crate::abi::netmap::*;
+use crate::shm::{Region, ShmError};
+use core::fmt;
+
+/// Errors building a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewError {
+    /// The structure does not fit in the region.
+    Shm(ShmError),
+    /// A header field makes the structure impossible (e.g. a ring with < 2 slots).
+    BadField {
+        /// Field name.
+        field: &'static str,
+        /// Value read.
+        value: u64,
+    },
+}
+
+impl fmt::Display for ViewError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shm(e) => write!(f, "netmap structure outside the region: {e}"),
+            Self::BadField { field, value } => write!(f, "invalid {field} = {value:#x}"),
+        }
+    }
+}
+
+impl std::error::Error for ViewError {}
+
+impl From<ShmError> for ViewError {
+    fn from(e: ShmError) -> Self {
+        Self::Shm(e)
+    }
+}
+
+/// A `netmap_slot` copied out of shared memory (§7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Slot {
+    /// Buffer index.
+    pub buf_idx: u32,
+    /// Fragment length.
+    pub len: u16,
+    /// `NS_*` flags.
+    pub flags: u16,
+}
+
+/// A view of one `netmap_ring` (header + `num_slots` slots).
+#[derive(Clone, Debug)]
+pub struct RingView {
+    r: Region,
+    num_slots: u32,
+}
+
+impl RingView {
+    /// Views the ring at the start of `region`, reading `num_slots` from its header (copied once)
+    /// and checking that every slot lies inside `region`.
+    pub fn new(region: &Region) -> Result<Self, ViewError> {
+        let n = region.try_load_u32(RING_NUM_SLOTS)?;
+        Self::with_slots(region, n)
+    }
+
+    /// Views the ring at the start of `region` with a known number of slots (the value a caller
+    /// already validated, e.g. from a device register), ignoring the header's `num_slots`.
+    pub fn with_slots(region: &Region, num_slots: u32) -> Result<Self, ViewError> {
+        if num_slots < 2 {
+            return Err(ViewError::BadField { field: "num_slots", value: num_slots as u64 });
+        }
+        let size = ring_size(num_slots);
+        let r = region.sub(0, size)?;
+        Ok(Self { r, num_slots })
+    }
+
+    /// Number of slots this view was built with.
+    pub fn num_slots(&self) -> u32 {
+        self.num_slots
+    }
+
+    /// The underlying window.
+    pub fn region(&self) -> &Region {
+        &self.r
+    }
+
+    fn slot_off(&self, i: u32) -> usize {
+        RING_HDR_SIZE + SLOT_SIZE * (i % self.num_slots) as usize
+    }
+
+    /// Reads slot `i` (taken modulo N, so a bad index cannot leave the ring).
+    pub fn slot(&self, i: u32) -> Slot {
+        let o = self.slot_off(i);
+        Slot {
+            buf_idx: self.r.load_u32(o + SLOT_BUF_IDX),
+            len: self.r.load_u16(o + SLOT_LEN),
+            flags: self.r.load_u16(o + SLOT_FLAGS),
+        }
+    }
+
+    /// Writes slot `i` (modulo N); `ptr` is left alone.
+    pub fn set_slot(&self, i: u32, s: Slot) {
+        let o = self.slot_off(i);
+        self.r.store_u32(o + SLOT_BUF_IDX, s.buf_idx);
+        self.r.store_u16(o + SLOT_LEN, s.len);
+        self.r.store_u16(o + SLOT_FLAGS, s.flags);
+    }
+
+    /// Writes slot `i`'s `len` and `flags` only.
+    pub fn set_len_flags(&self, i: u32, len: u16, flags: u16) {
+        let o = self.slot_off(i);
+        self.r.store_u16(o + SLOT_LEN, len);
+        self.r.store_u16(o + SLOT_FLAGS, flags);
+    }
+
+    /// Writes slot `i`'s `ptr` field.
+    pub fn set_slot_ptr(&self, i: u32, ptr: u64) {
+        self.r.store_u64(self.slot_off(i) + SLOT_PTR, ptr);
+    }
+
+    /// `head` as stored in the shared ring.
+    pub fn head(&self) -> u32 {
+        self.r.load_u32(RING_HEAD)
+    }
+    /// `cur` as stored in the shared ring.
+    pub fn cur(&self) -> u32 {
+        self.r.load_u32(RING_CUR)
+    }
+    /// `tail` as stored in the shared ring.
+    pub fn tail(&self) -> u32 {
+        self.r.load_u32(RING_TAIL)
+    }
+    /// Stores `head`.
+    pub fn set_head(&self, v: u32) {
+        self.r.store_u32(RING_HEAD, v)
+    }
+    /// Stores `cur`.
+    pub fn set_cur(&self, v: u32) {
+        self.r.store_u32(RING_CUR, v)
+    }
+    /// Stores `tail`.
+    pub fn set_tail(&self, v: u32) {
+        self.r.store_u32(RING_TAIL, v)
+    }
+    /// `buf_ofs` (relative to this ring).
+    pub fn buf_ofs(&self) -> i64 {
+        self.r.load_u64(RING_BUF_OFS) as i64
+    }
+    /// `nr_buf_size`.
+    pub fn nr_buf_size(&self) -> u32 {
+        self.r.load_u32(RING_NR_BUF_SIZE)
+    }
+    /// `num_slots` as stored in the header (may differ from [`RingView::num_slots`] if the peer
+    /// rewrote it).
+    pub fn hdr_num_slots(&self) -> u32 {
+        self.r.load_u32(RING_NUM_SLOTS)
+    }
+    /// `ringid`.
+    pub fn ringid(&self) -> u16 {
+        self.r.load_u16(RING_RINGID)
+    }
+    /// `dir` (0 TX, 1 RX).
+    pub fn dir(&self) -> u16 {
+        self.r.load_u16(RING_DIR)
+    }
+
+    /// Host-side initialisation of the constant header fields and the slots (§7.3, §7.4:
+    /// every slot gets `len` = buffer size, `flags` = 0, `ptr` = 0) with the given buffers.
+    pub fn init(&self, buf_ofs: i64, buf_size: u32, ringid: u16, dir: u16, bufs: &[u32]) {
+        let _ = self.r.fill(0, RING_HDR_SIZE, 0);
+        self.r.store_u64(RING_BUF_OFS, buf_ofs as u64);
+        self.r.store_u32(RING_NUM_SLOTS, self.num_slots);
+        self.r.store_u32(RING_NR_BUF_SIZE, buf_size);
+        self.r.store_u16(RING_RINGID, ringid);
+        self.r.store_u16(RING_DIR, dir);
+        for i in 0..self.num_slots {
+            let b = bufs.get(i as usize).copied().unwrap_or(0);
+            self.set_slot(
+                i,
+                Slot { buf_idx: b, len: buf_size.min(u16::MAX as u32) as u16, flags: 0 },
+            );
+            self.set_slot_ptr(i, 0);
+        }
+    }
+}
+
+/// A view of a `netmap_if` (§7.2).
+#[derive(Clone, Debug)]
+pub struct IfView {
+    r: Region,
+    n_ofs: usize,
+}
+
+/// Ring counts read once from a `netmap_if`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfCounts {
+    /// `ni_tx_rings`.
+    pub tx: u32,
+    /// `ni_rx_rings`.
+    pub rx: u32,
+    /// `ni_host_tx_rings`.
+    pub host_tx: u32,
+    /// `ni_host_rx_rings`.
+    pub host_rx: u32,
+}
+
+impl IfCounts {
+    /// Total number of `ring_ofs` entries, `None` on overflow.
+    pub fn total(&self) -> Option<usize> {
+        (self.tx as usize)
+            .checked_add(self.rx as usize)?
+            .checked_add(self.host_tx as usize)?
+            .checked_add(self.host_rx as usize)
+    }
+}
+
+impl IfView {
+    /// Views the netmap_if at the start of `region`; reads its ring counts once and checks that
+    /// the `ring_ofs[]` array fits in the region.
+    pub fn new(region: &Region) -> Result<(Self, IfCounts), ViewError> {
+        let head = region.sub(0, IF_RING_OFS)?;
+        let c = IfCounts {
+            tx: head.load_u32(IF_TX_RINGS),
+            rx: head.load_u32(IF_RX_RINGS),
+            host_tx: head.load_u32(IF_HOST_TX_RINGS),
+            host_rx: head.load_u32(IF_HOST_RX_RINGS),
+        };
+        let n = c.total().ok_or(ViewError::BadField { field: "ring count", value: u64::MAX })?;
+        let size = n.checked_mul(8).and_then(|s| s.checked_add(IF_RING_OFS));
+        let size = size.ok_or(ViewError::BadField { field: "ring count", value: n as u64 })?;
+        let r = region.sub(0, size)?;
+        Ok((Self { r, n_ofs: n }, c))
+    }
+
+    /// `ring_ofs[k]` (signed, relative to the netmap_if); `None` if `k` is out of range.
+    pub fn ring_ofs(&self, k: usize) -> Option<i64> {
+        (k < self.n_ofs).then(|| self.r.load_u64(IF_RING_OFS + 8 * k) as i64)
+    }
+
+    /// Host-side initialisation: name, counts, flags and ring offsets.
+    pub fn init(
+        region: &Region,
+        name: &str,
+        c: IfCounts,
+        ring_ofs: &[i64],
+    ) -> Result<(), ShmError> {
+        let n = ring_ofs.len();
+        let r = region.sub(0, if_size(n))?;
+        r.fill(0, if_size(n), 0)?;
+        let mut nm = [0u8; IFNAMSIZ];
+        let b = name.as_bytes();
+        let k = b.len().min(IFNAMSIZ - 1);
+        nm[..k].copy_from_slice(&b[..k]);
+        r.write_bytes(0, &nm)?;
+        r.try_store_u32(IF_FLAGS, NI_PRIV_MEM)?;
+        r.try_store_u32(IF_TX_RINGS, c.tx)?;
+        r.try_store_u32(IF_RX_RINGS, c.rx)?;
+        r.try_store_u32(IF_HOST_TX_RINGS, c.host_tx)?;
+        r.try_store_u32(IF_HOST_RX_RINGS, c.host_rx)?;
+        for (k, o) in ring_ofs.iter().enumerate() {
+            r.try_store_u64(IF_RING_OFS + 8 * k, *o as u64)?;
+        }
+        Ok(())
+    }
+}
+
+/// Index of TX ring `i` in `ring_ofs[]` (§7.2: NIC TX, host TX, NIC RX, host RX).
+pub fn tx_ring_ofs_index(i: u32) -> usize {
+    i as usize
+}
+
+/// Index of RX ring `i` in `ring_ofs[]`, using the netmap_if's own counts (§7.2 pitfall).
+pub fn rx_ring_ofs_index(c: &IfCounts, i: u32) -> usize {
+    c.tx as usize + c.host_tx as usize + i as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_view_checks_size_and_round_trips_slots() {
+        let mem = Region::alloc(ring_size(8)).unwrap();
+        let v = RingView::with_slots(&mem, 8).unwrap();
+        v.init(4096, 2048, 3, DIR_RX, &[2, 3, 4, 5, 6, 7, 8, 9]);
+        let v = RingView::new(&mem).unwrap();
+        assert_eq!((v.num_slots(), v.nr_buf_size(), v.ringid(), v.dir()), (8, 2048, 3, 1));
+        assert_eq!(v.buf_ofs(), 4096);
+        assert_eq!(v.slot(7), Slot { buf_idx: 9, len: 2048, flags: 0 });
+        assert_eq!(v.slot(8), v.slot(0), "indices are taken modulo N");
+        v.set_slot(1, Slot { buf_idx: 42, len: 60, flags: NS_MOREFRAG });
+        assert_eq!(mem.load_u32(256 + 16), 42);
+        assert_eq!(mem.load_u16(256 + 16 + 4), 60);
+        assert_eq!(mem.load_u16(256 + 16 + 6), NS_MOREFRAG);
+        assert!(RingView::with_slots(&mem, 9).is_err(), "slots beyond the region");
+        assert!(RingView::with_slots(&mem, 1).is_err());
+        mem.store_u32(RING_NUM_SLOTS, u32::MAX);
+        assert!(RingView::new(&mem).is_err(), "a hostile num_slots is refused");
+    }
+
+    #[test]
+    fn if_view_reads_counts_and_offsets() {
+        let mem = Region::alloc(1024).unwrap();
+        let c = IfCounts { tx: 2, rx: 1, host_tx: 1, host_rx: 1 };
+        IfView::init(&mem, "vale0:1", c, &[100, 200, 0, 300, 0]).unwrap();
+        let (v, c2) = IfView::new(&mem).unwrap();
+        assert_eq!(c2, c);
+        assert_eq!(v.ring_ofs(rx_ring_ofs_index(&c, 0)), Some(300));
+        assert_eq!(v.ring_ofs(tx_ring_ofs_index(1)), Some(200));
+        assert_eq!(v.ring_ofs(5), None);
+        mem.store_u32(IF_RX_RINGS, u32::MAX);
+        assert!(IfView::new(&mem).is_err(), "counts that do not fit are refused");
+    }
+}
