@@ -7,6 +7,8 @@
 //! deadlock. Listeners are notified after the ring locks are dropped.
 //!
 //! Choices where netmap leaves room:
+//! * Pipes and the reflector move slots, not packets (as netmap pipes do): a chain may arrive
+//!   in two parts. The VALE-like switch moves whole packets.
 //! * A TX packet whose `NS_MOREFRAG` chain is not closed before `head` is held back (not sent,
 //!   `hwcur` stops before it) until the guest publishes the rest; VALE would truncate it. Holding
 //!   back loses nothing.
@@ -654,12 +656,93 @@ impl NmPort {
     }
 }
 
+/// Moves slots one by one from a TX ring to an RX ring, the way netmap pipes do: as many slots
+/// as the RX ring has room for, regardless of packet boundaries (a `NS_MOREFRAG` chain may be
+/// split across syncs; the receiver sees it complete once its last slot arrives). `swap` = true
+/// exchanges buffer indices (zero-copy, both slots get `NS_BUF_CHANGED`); false copies the data
+/// into the RX slot's own buffer. Frames are counted (and tapped) when their last slot moves.
+struct SlotMover {
+    /// Per TX ring: the RX-side `(buf_idx, len)` of the chain in progress.
+    partial: Vec<Mutex<Vec<(u32, u16)>>>,
+    swap: bool,
+}
+
+impl SlotMover {
+    fn new(tx_rings: u32, swap: bool) -> Self {
+        Self { partial: (0..tx_rings).map(|_| Mutex::new(Vec::new())).collect(), swap }
+    }
+
+    /// Returns `true` if any slot moved.
+    fn run(&self, src: &NmPort, hr: &mut HostRing, dst: &NmPort, rx: &mut HostRing) -> bool {
+        let mem = src.mem();
+        let Some(partial) = self.partial.get(hr.id as usize) else { return false };
+        let mut partial = lock(partial);
+        let (tn, rn) = (hr.kring.num_slots, rx.kring.num_slots);
+        let mut moved = false;
+        while hr.kring.hwcur != hr.kring.rhead && NmPort::rx_free(rx) > 0 {
+            let ti = hr.kring.hwcur;
+            let ri = rx.kring.hwtail;
+            let ts = hr.view.slot(ti);
+            let rs = rx.view.slot(ri);
+            let more = ts.flags & NS_MOREFRAG;
+            let len = ts.len.min(mem.buf_size().min(u16::MAX as u32) as u16);
+            if self.swap {
+                rx.view
+                    .set_slot(ri, Slot { buf_idx: ts.buf_idx, len, flags: more | NS_BUF_CHANGED });
+                hr.view
+                    .set_slot(ti, Slot { buf_idx: rs.buf_idx, len: ts.len, flags: NS_BUF_CHANGED });
+                partial.push((ts.buf_idx, len));
+            } else {
+                let ok = match (mem.buf_offset(ts.buf_idx), dst.mem().buf_offset(rs.buf_idx)) {
+                    (Some(so), Some(d)) => {
+                        Region::copy(mem.region(), so, dst.mem().region(), d, len as usize).is_ok()
+                    }
+                    _ => false,
+                };
+                let len = if ok { len } else { 0 };
+                if !ok {
+                    src.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                rx.view.set_len_flags(ri, len, more);
+                partial.push((rs.buf_idx, len));
+            }
+            hr.kring.hwcur = ring::next(ti, tn);
+            rx.kring.hwtail = ring::next(ri, rn);
+            moved = true;
+            if more == 0 || partial.len() >= NETMAP_MAX_FRAGS * 4 {
+                Self::complete(src, dst, &partial);
+                partial.clear();
+            }
+        }
+        hr.kring.hwtail = ring::prev(hr.kring.hwcur, tn);
+        moved
+    }
+
+    /// Counts (and taps) one frame whose slots now sit in `dst`'s RX ring.
+    fn complete(src: &NmPort, dst: &NmPort, frags: &[(u32, u16)]) {
+        let m = dst.mem();
+        let offs: Vec<(usize, usize)> =
+            frags.iter().filter_map(|&(b, l)| m.buf_offset(b).map(|o| (o, l as usize))).collect();
+        let frame = Frame::Shm { region: m.region(), frags: &offs };
+        let len = frame.len() as u64;
+        src.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
+        src.stats.tx_bytes.fetch_add(len, Ordering::Relaxed);
+        dst.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
+        dst.stats.rx_bytes.fetch_add(len, Ordering::Relaxed);
+        src.record(&frame);
+        if !std::ptr::eq(src, dst) {
+            dst.record(&frame);
+        }
+    }
+}
+
 /// Backend of one end of a netmap pipe (zero-copy: buffer indices are swapped between the TX
 /// slot and the peer's RX slot, both marked `NS_BUF_CHANGED`). Both ends share one region.
-/// A frame waits in the TX ring while the peer's RX ring has no room; the peer's release wakes
-/// this end. TX ring `i` feeds the peer's RX ring `i mod peer_rx_rings`.
+/// Slots wait in the TX ring while the peer's RX ring is full; the peer's release wakes this
+/// end. TX ring `i` feeds the peer's RX ring `i mod peer_rx_rings`.
 pub struct PipeEnd {
     peer: std::sync::Weak<NmPort>,
+    mover: SlotMover,
 }
 
 impl PipeEnd {
@@ -668,8 +751,12 @@ impl PipeEnd {
         if !Arc::ptr_eq(a.mem(), b.mem()) {
             return Err(PortError::BadSpec("pipe ends must share one memory region"));
         }
-        a.set_backend(Arc::new(PipeEnd { peer: Arc::downgrade(b) }));
-        b.set_backend(Arc::new(PipeEnd { peer: Arc::downgrade(a) }));
+        let end = |me: &NmPort, peer: &Arc<NmPort>| PipeEnd {
+            peer: Arc::downgrade(peer),
+            mover: SlotMover::new(me.num_tx_rings(), true),
+        };
+        a.set_backend(Arc::new(end(a, b)));
+        b.set_backend(Arc::new(end(b, a)));
         Ok(())
     }
 }
@@ -684,42 +771,18 @@ impl TxBackend for PipeEnd {
             let Some(mut prx) = peer.rx_ring(r) else {
                 return Err(PortError::Backend("pipe peer has no rx ring"));
             };
-            let before = prx.kring.hwtail;
-            let tx_view = hr.view.clone();
-            port.for_each_tx_frame(hr, |frame, slots| {
-                if slots.len() > NmPort::rx_free(&prx) as usize {
-                    return false;
-                }
-                peer.record(frame);
-                let pn = prx.kring.num_slots;
-                for &ti in slots {
-                    let ts = tx_view.slot(ti);
-                    let ri = prx.kring.hwtail;
-                    let rs = prx.view.slot(ri);
-                    let rflags = (ts.flags & NS_MOREFRAG) | NS_BUF_CHANGED;
-                    prx.view.set_slot(ri, Slot { buf_idx: ts.buf_idx, len: ts.len, flags: rflags });
-                    tx_view.set_slot(
-                        ti,
-                        Slot { buf_idx: rs.buf_idx, len: ts.len, flags: NS_BUF_CHANGED },
-                    );
-                    prx.kring.hwtail = ring::next(ri, pn);
-                }
-                peer.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
-                true
-            });
-            prx.kring.hwtail != before
+            self.mover.run(port, hr, &peer, &mut prx)
         };
-        hr.kring.hwtail = ring::prev(hr.kring.hwcur, hr.kring.num_slots);
         if moved {
             peer.notify_rx(r);
         }
         Ok(())
     }
 
-    fn rx_released(&self, _port: &NmPort, ring: u32) {
+    fn rx_released(&self, port: &NmPort, ring: u32) {
         if let Some(peer) = self.peer.upgrade() {
             for t in 0..peer.num_tx_rings() {
-                if t % _port.num_rx_rings() == ring {
+                if t % port.num_rx_rings() == ring {
                     peer.notify_tx(t);
                 }
             }
@@ -731,9 +794,18 @@ impl TxBackend for PipeEnd {
     }
 }
 
-/// Backend that sends every frame back into the same port's RX ring (a copy), waiting while
-/// that ring is full. TX ring `i` feeds RX ring `i mod rx_rings`.
-pub struct Reflector;
+/// Backend that sends every frame back into the same port's RX ring (a copy, slot by slot like a
+/// pipe), waiting while that ring is full. TX ring `i` feeds RX ring `i mod rx_rings`.
+pub struct Reflector {
+    mover: SlotMover,
+}
+
+impl Reflector {
+    /// A reflector for `port`; install it with [`NmPort::set_backend`].
+    pub fn new(port: &NmPort) -> Arc<Self> {
+        Arc::new(Self { mover: SlotMover::new(port.num_tx_rings(), false) })
+    }
+}
 
 impl TxBackend for Reflector {
     fn transmit(&self, port: &NmPort, hr: &mut HostRing) -> Result<(), PortError> {
@@ -742,18 +814,8 @@ impl TxBackend for Reflector {
             let Some(mut rx) = port.rx_ring(r) else {
                 return Err(PortError::Backend("no rx ring"));
             };
-            let before = rx.kring.hwtail;
-            port.for_each_tx_frame(hr, |frame, _| {
-                // Wait while the RX ring is full; a frame that can never fit is dropped.
-                let wait = port.fits_rx(frame) && NmPort::rx_free(&rx) < port.slots_for(frame);
-                !wait && {
-                    let _ = port.deliver_locked(&mut rx, frame);
-                    true
-                }
-            });
-            rx.kring.hwtail != before
+            self.mover.run(port, hr, port, &mut rx)
         };
-        hr.kring.hwtail = ring::prev(hr.kring.hwcur, hr.kring.num_slots);
         if moved {
             port.notify_rx(r);
         }
