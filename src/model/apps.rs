@@ -182,13 +182,18 @@ impl Source {
                 loop {
                     let g = space.generation();
                     match port.deliver(ring, &f) {
-                        Ok(()) => return true,
+                        Ok(()) => {
+                            port.set_rx_blocked(ring, false);
+                            return true;
+                        }
                         Err(super::port::DeliverError::NoSpace) => {}
                         Err(_) => return true,
                     }
                     if stop.load(Ordering::Relaxed) {
+                        port.set_rx_blocked(ring, false);
                         return false;
                     }
+                    port.set_rx_blocked(ring, true);
                     space.wait(g, Duration::from_millis(5));
                 }
             }

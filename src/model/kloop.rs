@@ -337,13 +337,15 @@ impl KloopCtx {
                 p.pending_irq = false;
             }
             shadow = atok.kern_read();
-            if hwtail == ring::prev(shadow.head, n) {
-                // The guest holds every buffer: ask for a kick when it releases some.
+            if hwtail == ring::prev(shadow.head, n) || self.port.rx_blocked(ring_id) {
+                // The guest holds every buffer (or a host producer waits for room): ask for a
+                // kick when it releases some.
+                let h0 = shadow.head;
                 let again = rearm_then_recheck(
                     |v| ktoa.set_kern_need_kick(v),
                     || {
                         shadow = atok.kern_read();
-                        hwtail != ring::prev(shadow.head, n)
+                        shadow.head != h0
                     },
                 );
                 if !again {

@@ -24,7 +24,7 @@ use crate::nm::{IfCounts, IfView, RingView, Slot, ViewError};
 use crate::ring::{self, Kring};
 use crate::shm::Region;
 use core::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Errors of port construction and sync.
@@ -264,6 +264,7 @@ pub struct NmPort {
     tx_slots: u32,
     rx_slots: u32,
     vnet_hdr_len: AtomicU32,
+    rx_blocked: Vec<AtomicBool>,
     backend: RwLock<Option<Arc<dyn TxBackend>>>,
     listener: RwLock<Option<Arc<dyn PortListener>>>,
     tap: RwLock<Option<Arc<PcapTap>>>,
@@ -343,6 +344,7 @@ impl NmPort {
             tx_slots: spec.tx_slots,
             rx_slots: spec.rx_slots,
             vnet_hdr_len: AtomicU32::new(0),
+            rx_blocked: (0..spec.rx_rings).map(|_| AtomicBool::new(false)).collect(),
             backend: RwLock::new(None),
             listener: RwLock::new(None),
             tap: RwLock::new(None),
@@ -444,6 +446,23 @@ impl NmPort {
             let h = (self.vnet_hdr_len() as usize).min(v.len());
             t.record(&v[h..]);
         }
+    }
+
+    /// A lossless host producer marks RX ring `ring` as blocked while it waits for room, and
+    /// wakes the host loop; the loop then treats the ring like a full one and asks the guest to
+    /// kick when it releases slots (§8.6 RX 2e, extended: a netmap NIC would drop instead).
+    pub fn set_rx_blocked(&self, ring: u32, blocked: bool) {
+        if let Some(b) = self.rx_blocked.get(ring as usize) {
+            let was = b.swap(blocked, Ordering::AcqRel);
+            if blocked && !was {
+                self.notify_rx(ring);
+            }
+        }
+    }
+
+    /// `true` while a host producer waits for room on RX ring `ring`.
+    pub fn rx_blocked(&self, ring: u32) -> bool {
+        self.rx_blocked.get(ring as usize).is_some_and(|b| b.load(Ordering::Acquire))
     }
 
     /// Tells the listener that RX ring `ring` has new frames.

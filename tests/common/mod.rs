@@ -464,3 +464,58 @@ pub fn check_frame(f: &[u8]) -> Option<u64> {
 fn fnv(b: &[u8]) -> u32 {
     b.iter().fold(0x811c_9dc5u32, |h, &x| (h ^ x as u32).wrapping_mul(0x0100_0193))
 }
+
+/// A well-formed Ethernet/IPv4/UDP frame of `len` bytes (60..=9014) to the discard port, with
+/// the sequence number and an FNV checksum of the rest of the payload at the start of the UDP
+/// payload. Correct IPv4 header checksum and lengths, UDP checksum 0 (allowed on IPv4).
+pub fn make_udp_frame(dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -> Vec<u8> {
+    let len = len.clamp(60, 9014);
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_len = (len - 14) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let c = ptnetd::model::offload::internet_checksum(&ip, 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0, 9, 0, 9]);
+    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&[0; 4]);
+    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while f.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        f.push(x as u8);
+    }
+    let c = fnv(&f[54..]) ^ len as u32;
+    f[50..54].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Checks a frame made by [`make_udp_frame`]; returns its sequence number.
+pub fn check_udp_frame(f: &[u8]) -> Option<u64> {
+    if f.len() < 60 || f[12..14] != [0x08, 0x00] || f[23] != 17 {
+        return None;
+    }
+    if u16::from_be_bytes([f[16], f[17]]) as usize != f.len() - 14 {
+        return None;
+    }
+    if ptnetd::model::offload::internet_checksum(&f[14..34], 0) != 0 {
+        return None;
+    }
+    let seq = u64::from_be_bytes(f[42..50].try_into().ok()?);
+    let c = u32::from_be_bytes(f[50..54].try_into().ok()?);
+    (fnv(&f[54..]) ^ f.len() as u32 == c).then_some(seq)
+}
