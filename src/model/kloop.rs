@@ -19,6 +19,7 @@
 use super::notify::Notifier;
 use super::port::{HostRing, NmPort};
 use crate::abi::csb::NAF_FORCE_RECLAIM;
+use crate::abi::netmap::NS_MOREFRAG;
 use crate::csb::{fence_then_read_flag, rearm_then_recheck, Atok, Ktoa};
 use crate::ring;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,7 +44,8 @@ pub trait MsiSink: Send + Sync {
 /// Per-ring counters (index = ring i in TX-then-RX numbering).
 #[derive(Debug, Default)]
 pub struct RingCounters {
-    /// Frames the host processed for this ring (sent for TX, made visible for RX).
+    /// Frames the host processed for this ring (sent for TX, made visible to the guest for RX;
+    /// an RX chain split by a pipe counts when its last slot becomes visible).
     pub packets: AtomicU64,
     /// Bytes likewise.
     pub bytes: AtomicU64,
@@ -252,13 +254,13 @@ impl KloopCtx {
                 self.reinit(i, &mut hr);
                 return;
             }
-            let (sent0, bytes0) = self.port_tx_totals();
+            let (f0, b0) = (hr.frames, hr.bytes);
             if let Err(e) = self.port.txsync(&mut hr) {
                 log::debug!("{}: txsync ring {i}: {e}", self.port.name());
                 ktoa.set_kern_need_kick(1);
                 return;
             }
-            self.account(i, sent0, bytes0, true);
+            self.account(i, hr.frames - f0, hr.bytes - b0);
             ktoa.kern_publish_hwcur_hwtail(hr.kring.hwcur, hr.kring.hwtail);
             if hr.kring.rtail != hr.kring.hwtail {
                 hr.kring.rtail = hr.kring.hwtail;
@@ -318,8 +320,15 @@ impl KloopCtx {
             ktoa.kern_publish_hwcur_hwtail(hr.kring.hwcur, hr.kring.hwtail);
             let moved = hr.kring.hwtail != hr.kring.rtail;
             if moved {
-                let k = ring::dist(hr.kring.rtail, hr.kring.hwtail, n);
-                self.counters[i as usize].packets.fetch_add(k as u64, Ordering::Relaxed);
+                let (mut frames, mut bytes) = (0, 0);
+                let mut s = hr.kring.rtail;
+                while s != hr.kring.hwtail {
+                    let slot = hr.view.slot(s);
+                    frames += u64::from(slot.flags & NS_MOREFRAG == 0);
+                    bytes += u64::from(slot.len);
+                    s = ring::next(s, n);
+                }
+                self.account(i, frames, bytes);
                 hr.kring.rtail = hr.kring.hwtail;
                 p.pending_irq = true;
                 dry = 0;
@@ -366,16 +375,10 @@ impl KloopCtx {
         }
     }
 
-    fn port_tx_totals(&self) -> (u64, u64) {
-        let s = &self.port.stats;
-        (s.tx_frames.load(Ordering::Relaxed), s.tx_bytes.load(Ordering::Relaxed))
-    }
-
-    fn account(&self, i: u32, f0: u64, b0: u64, _tx: bool) {
-        let (f1, b1) = self.port_tx_totals();
+    fn account(&self, i: u32, frames: u64, bytes: u64) {
         let c = &self.counters[i as usize];
-        c.packets.fetch_add(f1.wrapping_sub(f0), Ordering::Relaxed);
-        c.bytes.fetch_add(b1.wrapping_sub(b0), Ordering::Relaxed);
+        c.packets.fetch_add(frames, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn reinit(&self, i: u32, hr: &mut HostRing) {

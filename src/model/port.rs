@@ -102,6 +102,10 @@ pub struct HostRing {
     pub view: RingView,
     /// Ring index within its direction.
     pub id: u32,
+    /// Frames this TX ring sent (cumulative; the kloop's per-ring counters use it).
+    pub frames: u64,
+    /// Bytes this TX ring sent.
+    pub bytes: u64,
     frags: Vec<(usize, usize)>,
 }
 
@@ -324,7 +328,14 @@ impl NmPort {
                 view.set_cur(kring.rcur);
                 view.set_tail(kring.rtail);
                 ring_ofs.push(ofs as i64 - nifp_ofs as i64);
-                let hr = Mutex::new(HostRing { kring, view, id, frags: Vec::new() });
+                let hr = Mutex::new(HostRing {
+                    kring,
+                    view,
+                    id,
+                    frames: 0,
+                    bytes: 0,
+                    frags: Vec::new(),
+                });
                 if dir == DIR_TX {
                     tx.push(hr)
                 } else {
@@ -556,6 +567,8 @@ impl NmPort {
             }
             self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
             self.stats.tx_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            hr.frames += 1;
+            hr.bytes += frame.len() as u64;
             self.record(&frame);
             hr.kring.hwcur = i;
             sent += 1;
@@ -729,7 +742,9 @@ impl SlotMover {
             rx.kring.hwtail = ring::next(ri, rn);
             moved = true;
             if more == 0 || partial.len() >= NETMAP_MAX_FRAGS * 4 {
-                Self::complete(src, dst, &partial);
+                let len = Self::complete(src, dst, &partial);
+                hr.frames += 1;
+                hr.bytes += len;
                 partial.clear();
             }
         }
@@ -738,7 +753,7 @@ impl SlotMover {
     }
 
     /// Counts (and taps) one frame whose slots now sit in `dst`'s RX ring.
-    fn complete(src: &NmPort, dst: &NmPort, frags: &[(u32, u16)]) {
+    fn complete(src: &NmPort, dst: &NmPort, frags: &[(u32, u16)]) -> u64 {
         let m = dst.mem();
         let offs: Vec<(usize, usize)> =
             frags.iter().filter_map(|&(b, l)| m.buf_offset(b).map(|o| (o, l as usize))).collect();
@@ -752,6 +767,7 @@ impl SlotMover {
         if !std::ptr::eq(src, dst) {
             dst.record(&frame);
         }
+        len
     }
 }
 
