@@ -10,15 +10,20 @@
 //! | [`shm`] | the one shared-memory accessor and the named barriers; `unsafe` lives here |
 //! | [`ring`] | netmap ring arithmetic and the validation chains of §7.5 |
 //! | [`csb`] | paired CSB protocol functions (§5.4): publish ↔ read, re-arm then re-check |
+//! | [`nm`] | views of `netmap_if`, `netmap_ring` and slots over shared memory |
+//! | [`platform`] | what the driver needs from its environment: PCI config/BARs, DMA, MSI-X, clock; `sim` (the model) and `redox` |
+//! | [`driver`] | the guest driver core: probe, bring-up (§6), syncs (§8.2–8.4), copy path (§8.5), interrupts (§9), teardown (§11) |
 //! | `model` | (host builds) the emulated hypervisor: PCI functions, registers, guest memory, netmap region, kloop, ports |
 //!
-//! The driver core, the schemes and the zero-copy client follow in later layers.
+//! The schemes and the zero-copy client follow in later layers.
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
 pub mod csb;
+pub mod driver;
 pub mod nm;
+pub mod platform;
 pub mod ring;
 pub mod shm;
 

@@ -1,0 +1,385 @@
+//! The stack-mode copy path (spec §8.5): the driver acts as a netmap application on the shared
+//! rings, copying whole frames in and out of netmap buffers for the netstack's one-frame
+//! read/write contract.
+//!
+//! Publish policy: TX publishes head (and kicks if the host asks) every [`BATCH`] frames and at
+//! the end of a burst ([`Ptnet::flush_tx`]); RX releases slots every [`BATCH`] frames and at
+//! the end of a burst ([`Ptnet::flush_rx`]).
+//!
+//! Readings: the TX space check uses the slots this frame needs instead of FreeBSD's
+//! `min_tx_space` (sized for unknown 64 KiB skbs; a ring smaller than 34 slots would never send);
+//! an incomplete RX chain at the end of the available slots is rewound and retried (E5), with
+//! interrupts re-armed so its end wakes us. Buffer indices and lengths in slots are validated
+//! before every copy (the host can write anything there).
+
+use super::{DriverError, Ptnet};
+use crate::abi::csb::{NAF_FORCE_READ, NAF_FORCE_RECLAIM};
+use crate::abi::netmap::NS_MOREFRAG;
+use crate::abi::vnet::VirtioNetHdr;
+use crate::csb::{fence_then_read_flag, rearm_then_recheck};
+use crate::nm::Slot;
+use crate::platform::Platform;
+use crate::ring;
+use core::fmt;
+
+/// Frames between two publications (FreeBSD `PTNET_TX_BATCH`).
+pub const BATCH: u32 = 64;
+
+/// Per-ring copy-path state: the driver's private head (never read back from shared memory).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyState {
+    head: u32,
+    unpublished: u32,
+    valid: bool,
+}
+
+/// Errors of the copy path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyError {
+    /// No room in the TX ring now (wait for the TX interrupt).
+    Full,
+    /// The frame can never fit (needs more slots than the ring has).
+    TooLong(usize),
+    /// The caller's buffer is smaller than the received frame (the frame was dropped).
+    BufferTooSmall {
+        /// Frame length.
+        len: usize,
+    },
+    /// A slot holds a bad buffer index or length (host misbehaviour; frame dropped).
+    BadSlot(Slot),
+    /// A driver error.
+    Driver(DriverError),
+}
+
+impl fmt::Display for CopyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full => write!(f, "tx ring full"),
+            Self::TooLong(n) => write!(f, "frame of {n} bytes does not fit the ring"),
+            Self::BufferTooSmall { len } => write!(f, "received frame of {len} bytes too large"),
+            Self::BadSlot(s) => write!(f, "bad slot: buffer {} len {}", s.buf_idx, s.len),
+            Self::Driver(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CopyError {}
+
+impl From<DriverError> for CopyError {
+    fn from(e: DriverError) -> Self {
+        Self::Driver(e)
+    }
+}
+
+/// A received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes written to the caller's buffer (header excluded).
+    pub len: usize,
+    /// The virtio-net header, when the port uses one.
+    pub hdr: Option<VirtioNetHdr>,
+}
+
+impl<P: Platform> Ptnet<P> {
+    fn copy_state(&mut self, i: u32) -> Result<CopyState, DriverError> {
+        let r = self.ring_mut(i)?;
+        let head = r.k.rhead;
+        let c = self.copy.get_mut(i as usize).ok_or(DriverError::NoRing(i))?;
+        if !c.valid {
+            *c = CopyState { head, unpublished: 0, valid: true };
+        }
+        Ok(*c)
+    }
+
+    fn buf_off(&self, s: Slot, max_len: usize) -> Result<usize, CopyError> {
+        let ok = (2..self.info.buf_num).contains(&s.buf_idx) && (s.len as usize) <= max_len;
+        if !ok {
+            return Err(CopyError::BadSlot(s));
+        }
+        Ok((self.info.buf_pool_ofs + s.buf_idx as u64 * self.info.buf_size as u64) as usize)
+    }
+
+    /// Copies one frame into TX ring `i`, with `hdr` (or a zeroed header) in front when the
+    /// port uses virtio-net headers (§8.5 TX 1–3). Publishes every [`BATCH`] frames.
+    pub fn send(
+        &mut self,
+        i: u32,
+        frame: &[u8],
+        hdr: Option<&VirtioNetHdr>,
+    ) -> Result<(), CopyError> {
+        let mut c = self.copy_state(i)?;
+        let hl = self.info.vnet_hdr_len as usize;
+        let bsz = self.info.buf_size as usize;
+        let total = hl + frame.len();
+        let need = total.div_ceil(bsz).max(1) as u32;
+        let r = self.ring_mut(i)?;
+        if !r.tx {
+            return Err(CopyError::Driver(DriverError::NoRing(i)));
+        }
+        let n = r.num_slots();
+        if need >= n {
+            return Err(CopyError::TooLong(frame.len()));
+        }
+        if ring::space(c.head, r.k.rtail, n) < need {
+            let _ = r.sync_tail();
+            if ring::space(c.head, r.k.rtail, n) < need {
+                let rr = &*r;
+                let appeared = rearm_then_recheck(
+                    |v| rr.atok.set_appl_need_kick(v),
+                    || ring::space(c.head, rr.ktoa.appl_read().1, n) >= need,
+                );
+                if !appeared {
+                    self.copy[i as usize] = c;
+                    self.flush_tx(i)?; // let the host see what we have before we sleep
+                    return Err(CopyError::Full);
+                }
+                r.sync_tail().map_err(DriverError::from)?;
+                if ring::space(c.head, r.k.rtail, n) < need {
+                    return Err(CopyError::Full);
+                }
+            }
+        }
+        // Validate every slot we are about to fill before touching any buffer.
+        let view = self.rings[i as usize].view.clone();
+        let mut offs = [0usize; crate::abi::netmap::NETMAP_MAX_FRAGS];
+        if need as usize > offs.len() {
+            return Err(CopyError::TooLong(frame.len()));
+        }
+        let mut h = c.head;
+        for o in offs.iter_mut().take(need as usize) {
+            let s = view.slot(h);
+            *o = self.buf_off(Slot { len: 0, ..s }, bsz).inspect_err(|_| {
+                self.rings[i as usize].stats.errors += 1;
+            })?;
+            h = ring::next(h, n);
+        }
+        let region = &self.region;
+        let mut pos = 0usize; // position in header+frame
+        let mut h = c.head;
+        for (k, &off) in offs.iter().take(need as usize).enumerate() {
+            let chunk = (total - pos).min(bsz);
+            let mut written = 0;
+            if pos < hl {
+                let mut hb = [0u8; 12];
+                if let Some(v) = hdr {
+                    v.emit(&mut hb);
+                }
+                let hk = (hl - pos).min(chunk);
+                region
+                    .write_bytes(off, &hb[pos..pos + hk])
+                    .map_err(|e| DriverError::BadLayout(e.to_string()))?;
+                written = hk;
+            }
+            let fpos = pos + written - hl;
+            let fk = chunk - written;
+            region
+                .write_bytes(off + written, &frame[fpos..fpos + fk])
+                .map_err(|e| DriverError::BadLayout(e.to_string()))?;
+            let flags = if k + 1 < need as usize { NS_MOREFRAG } else { 0 };
+            let s = view.slot(h);
+            view.set_slot(h, Slot { buf_idx: s.buf_idx, len: chunk as u16, flags });
+            pos += chunk;
+            h = ring::next(h, n);
+        }
+        c.head = h;
+        c.unpublished += 1;
+        let st = &mut self.rings[i as usize].stats;
+        st.frames += 1;
+        st.bytes += frame.len() as u64;
+        self.copy[i as usize] = c;
+        if c.unpublished >= BATCH {
+            self.flush_tx(i)?;
+        }
+        Ok(())
+    }
+
+    /// End of a TX burst (§8.5 TX 4): publish head/cur, kick with `NAF_FORCE_RECLAIM` if the
+    /// host asks for kicks.
+    pub fn flush_tx(&mut self, i: u32) -> Result<(), DriverError> {
+        let mut c = self.copy_state(i)?;
+        let r = self.ring_mut(i)?;
+        if c.unpublished == 0 && c.head == r.k.rhead {
+            return Ok(());
+        }
+        r.k.rhead = c.head;
+        r.k.rcur = c.head;
+        r.view.set_head(c.head);
+        r.view.set_cur(c.head);
+        r.atok.appl_publish_head_cur(c.head, c.head);
+        let kick = fence_then_read_flag(|| r.ktoa.kern_need_kick()) != 0;
+        if kick {
+            r.atok.set_sync_flags(NAF_FORCE_RECLAIM);
+            r.stats.kicks += 1;
+        }
+        c.unpublished = 0;
+        self.copy[i as usize] = c;
+        if kick {
+            self.kick(i);
+        }
+        Ok(())
+    }
+
+    /// Free TX slots as last seen (after the host's last publication).
+    pub fn tx_space(&mut self, i: u32) -> Result<u32, DriverError> {
+        let c = self.copy_state(i)?;
+        let r = self.ring_mut(i)?;
+        let _ = r.sync_tail();
+        Ok(ring::space(c.head, r.k.rtail, r.num_slots()))
+    }
+
+    /// Receives one frame from RX ring `i` (TX-then-RX numbering) into `buf` (§8.5 RX 1–3).
+    /// `Ok(None)`: nothing complete available (interrupts re-armed). Releases slots to the host
+    /// every [`BATCH`] frames.
+    pub fn recv(&mut self, i: u32, buf: &mut [u8]) -> Result<Option<Received>, CopyError> {
+        let mut c = self.copy_state(i)?;
+        let hl = self.info.vnet_hdr_len as usize;
+        let bsz = self.info.buf_size as usize;
+        let r = self.ring_mut(i)?;
+        if r.tx {
+            return Err(CopyError::Driver(DriverError::NoRing(i)));
+        }
+        let n = r.num_slots();
+        // Find a complete chain in [head, rtail), syncing the tail (and re-arming) as needed.
+        let mut tries = 0;
+        let slots = loop {
+            match Self::chain_len(r, c.head) {
+                Some(k) => break k,
+                None if tries == 0 => {
+                    let _ = r.sync_tail();
+                }
+                None if tries == 1 => {
+                    let rr = &*r;
+                    let head = c.head;
+                    let appeared = rearm_then_recheck(
+                        |v| rr.atok.set_appl_need_kick(v),
+                        || {
+                            let t = rr.ktoa.appl_read().1;
+                            t != rr.k.rtail && t < n && ring::dist(head, t, n) > 0
+                        },
+                    );
+                    if !appeared {
+                        self.copy[i as usize] = c;
+                        self.flush_rx(i)?; // release what we consumed before sleeping
+                        return Ok(None);
+                    }
+                    let _ = r.sync_tail();
+                }
+                None => {
+                    self.copy[i as usize] = c;
+                    return Ok(None);
+                }
+            }
+            tries += 1;
+        };
+        let view = r.view.clone();
+        let first = c.head;
+        c.head = ring::add(first, slots, n);
+        c.unpublished += 1;
+        self.copy[i as usize] = c;
+        let res = self.copy_out(&view, first, slots, hl, bsz, buf);
+        if res.is_err() {
+            self.rings[i as usize].stats.errors += 1;
+        }
+        if c.unpublished >= BATCH {
+            self.flush_rx(i)?;
+        }
+        let got = res?;
+        let st = &mut self.rings[i as usize].stats;
+        st.frames += 1;
+        st.bytes += got.len as u64;
+        Ok(Some(got))
+    }
+
+    /// Length in slots of the complete chain starting at `head`, if one is available.
+    fn chain_len(r: &super::ring::GuestRing, head: u32) -> Option<u32> {
+        let n = r.num_slots();
+        let avail = ring::dist(head, r.k.rtail, n);
+        let mut h = head;
+        for k in 1..=avail.min(crate::abi::netmap::NETMAP_MAX_FRAGS as u32) {
+            if r.view.slot(h).flags & NS_MOREFRAG == 0 {
+                return Some(k);
+            }
+            h = ring::next(h, n);
+        }
+        if avail as usize >= crate::abi::netmap::NETMAP_MAX_FRAGS {
+            return Some(avail.min(crate::abi::netmap::NETMAP_MAX_FRAGS as u32));
+            // over-long: dropped below
+        }
+        None // empty, or incomplete chain (E5): retry later
+    }
+
+    fn copy_out(
+        &self,
+        view: &crate::nm::RingView,
+        first: u32,
+        slots: u32,
+        hl: usize,
+        bsz: usize,
+        buf: &mut [u8],
+    ) -> Result<Received, CopyError> {
+        let n = view.num_slots();
+        let mut h = first;
+        let mut skip = hl; // header bytes still to strip
+        let mut hb = [0u8; 12];
+        let mut out = 0usize;
+        let mut total = 0usize;
+        for k in 0..slots {
+            let s = view.slot(h);
+            let off = self.buf_off(s, bsz)?;
+            let len = s.len as usize;
+            if k == 0 && len < hl {
+                return Err(CopyError::BadSlot(s)); // the header must be in the first slot
+            }
+            if k + 1 == slots && s.flags & NS_MOREFRAG != 0 {
+                return Err(CopyError::TooLong(total + len));
+            }
+            let hk = skip.min(len);
+            if hk > 0 {
+                self.region
+                    .read_bytes(off, &mut hb[hl - skip..hl - skip + hk])
+                    .map_err(|e| DriverError::BadLayout(e.to_string()))?;
+                skip -= hk;
+            }
+            let body = len - hk;
+            total += body;
+            if out + body <= buf.len() {
+                self.region
+                    .read_bytes(off + hk, &mut buf[out..out + body])
+                    .map_err(|e| DriverError::BadLayout(e.to_string()))?;
+                out += body;
+            }
+            h = ring::next(h, n);
+        }
+        if total > buf.len() {
+            return Err(CopyError::BufferTooSmall { len: total });
+        }
+        let hdr = (hl > 0).then(|| VirtioNetHdr::parse(&hb)).flatten();
+        Ok(Received { len: out, hdr })
+    }
+
+    /// End of an RX burst (§8.5 RX 3): release consumed slots (head = cur = our head, rule 1)
+    /// and kick with `NAF_FORCE_READ` if the host asks for kicks.
+    pub fn flush_rx(&mut self, i: u32) -> Result<(), DriverError> {
+        let mut c = self.copy_state(i)?;
+        let r = self.ring_mut(i)?;
+        if c.head == r.k.rhead {
+            return Ok(());
+        }
+        r.k.rhead = c.head;
+        r.k.rcur = c.head;
+        r.view.set_head(c.head);
+        r.view.set_cur(c.head);
+        r.atok.appl_publish_head_cur(c.head, c.head);
+        let kick = fence_then_read_flag(|| r.ktoa.kern_need_kick()) != 0;
+        if kick {
+            r.atok.set_sync_flags(NAF_FORCE_READ);
+            r.stats.kicks += 1;
+        }
+        c.unpublished = 0;
+        self.copy[i as usize] = c;
+        if kick {
+            self.kick(i);
+        }
+        Ok(())
+    }
+}
