@@ -11,6 +11,7 @@
 //! | [`switch`] | a VALE-like learning switch with header conversion (§10) |
 //! | [`offload`] | virtio-net header conversion, software checksum and segmentation (§10) |
 //! | [`apps`] | source and sink endpoints |
+//! | [`hostile`] | a misbehaving host that scribbles on host-written memory (driver tests) |
 //! | [`pcap`] | a pcap tap |
 //! | [`vm`] | guest RAM (vm-memory), interrupt controller, PCI bus |
 //!
@@ -19,6 +20,7 @@
 //! mode), `port` (incomplete and bad TX packets), `switch` (drops on a full destination).
 
 pub mod apps;
+pub mod hostile;
 pub mod kloop;
 pub mod memdev;
 pub mod memory;

@@ -151,6 +151,14 @@ pub struct PtnetDevice {
     running: Mutex<Option<Running>>,
     current: Arc<Mutex<Option<Arc<KloopCtx>>>>,
     counters: Arc<Vec<RingCounters>>,
+    faults: Mutex<Faults>,
+}
+
+/// Fault injection (a misbehaving host, for driver tests).
+#[derive(Debug, Default)]
+struct Faults {
+    fail_create: Option<u32>,
+    overrides: std::collections::HashMap<u32, u32>,
 }
 
 impl fmt::Debug for PtnetDevice {
@@ -203,6 +211,7 @@ impl PtnetDevice {
             running: Mutex::new(None),
             current: Arc::new(Mutex::new(None)),
             counters: Arc::new((0..n).map(|_| RingCounters::default()).collect()),
+            faults: Mutex::new(Faults::default()),
         });
         dev.port.set_listener(Some(Arc::new(Listener { running: Arc::downgrade(&dev.current) })));
         Ok(dev)
@@ -295,7 +304,31 @@ impl PtnetDevice {
         self.reg_write(off, val);
     }
 
+    /// Fault injection: the next CREATE fails with `status` (non-zero).
+    pub fn fail_next_create(&self, status: u32) {
+        lock(&self.faults).fail_create = Some(status);
+    }
+
+    /// Fault injection: register `off` reads `value` (None: normal behaviour again), as a
+    /// hostile or buggy host could report.
+    pub fn override_register(&self, off: u32, value: Option<u32>) {
+        let mut f = lock(&self.faults);
+        match value {
+            Some(v) => f.overrides.insert(off, v),
+            None => f.overrides.remove(&off),
+        };
+    }
+
+    /// The mapped CSB arrays `(GH, HG)` (for hostile-host tests).
+    pub fn csb_regions(&self) -> (Option<Region>, Option<Region>) {
+        let r = lock(&self.regs);
+        (r.gh.clone(), r.hg.clone())
+    }
+
     fn reg_read(&self, off: u32) -> u32 {
+        if let Some(v) = lock(&self.faults).overrides.get(&off) {
+            return *v;
+        }
         let r = lock(&self.regs);
         let m = r.mac;
         match off {
@@ -381,6 +414,9 @@ impl PtnetDevice {
 
     /// PTCTL CREATE (§6 "QEMU side of CREATE").
     fn create(&self) -> u32 {
+        if let Some(st) = lock(&self.faults).fail_create.take() {
+            return st;
+        }
         let mut running = lock(&self.running);
         if running.is_some() {
             log::warn!("{}: CREATE while running: ignored (E11)", self.port.name());

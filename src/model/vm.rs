@@ -8,6 +8,7 @@
 use super::kloop::{MsiMessage, MsiSink};
 use super::memdev::MemdevDevice;
 use super::notify::Notifier;
+use super::pci::ConfigSpace;
 use super::ptnet::{DeviceError, Netdev, PtnetConfig, PtnetDevice};
 use crate::shm::{Region, ShmError};
 use core::fmt;
@@ -50,6 +51,9 @@ pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
 pub struct InterruptController {
     counts: Vec<AtomicU64>,
     stray: AtomicU64,
+    lost: AtomicU64,
+    seen: AtomicU64,
+    loss_every: AtomicU64,
     notifier: Notifier,
 }
 
@@ -58,6 +62,9 @@ impl Default for InterruptController {
         Self {
             counts: (0..256).map(|_| AtomicU64::new(0)).collect(),
             stray: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            loss_every: AtomicU64::new(0),
             notifier: Notifier::new(),
         }
     }
@@ -71,6 +78,14 @@ impl InterruptController {
     /// Messages that were not valid MSI writes (address outside 0xFEEx_xxxx).
     pub fn stray(&self) -> u64 {
         self.stray.load(Ordering::Relaxed)
+    }
+    /// Fault injection: lose one interrupt in `n` (1 = all, 0 = none).
+    pub fn set_loss(&self, n: u64) {
+        self.loss_every.store(n, Ordering::Relaxed);
+    }
+    /// Interrupts lost by [`InterruptController::set_loss`].
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
     /// Generation of the wake-up notifier (changes on every interrupt).
     pub fn generation(&self) -> u64 {
@@ -88,6 +103,11 @@ impl MsiSink for InterruptController {
             self.stray.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let every = self.loss_every.load(Ordering::Relaxed);
+        if every > 0 && self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(every) {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.counts[(msg.data & 0xff) as usize].fetch_add(1, Ordering::Relaxed);
         self.notifier.notify();
     }
@@ -100,6 +120,9 @@ pub enum PciFunction {
     Ptnet(Arc<PtnetDevice>),
     /// A memdev.
     Memdev(Arc<MemdevDevice>),
+    /// Any other function (config space only; BARs read all-ones), e.g. QEMU's xHCI controller
+    /// that shares ptnet's ids (§1 pitfall).
+    Other(Arc<Mutex<ConfigSpace>>),
 }
 
 impl PciFunction {
@@ -108,6 +131,7 @@ impl PciFunction {
         match self {
             Self::Ptnet(d) => d.config_read(off, size),
             Self::Memdev(d) => d.config_read(off, size),
+            Self::Other(c) => c.lock().unwrap_or_else(|e| e.into_inner()).read(off, size),
         }
     }
     /// Config space write.
@@ -115,6 +139,7 @@ impl PciFunction {
         match self {
             Self::Ptnet(d) => d.config_write(off, size, val),
             Self::Memdev(d) => d.config_write(off, size, val),
+            Self::Other(c) => c.lock().unwrap_or_else(|e| e.into_inner()).write(off, size, val),
         }
     }
     /// BAR read.
@@ -122,6 +147,7 @@ impl PciFunction {
         match self {
             Self::Ptnet(d) => d.bar_read(bar, off, size),
             Self::Memdev(d) => d.bar_read(bar, off, size),
+            Self::Other(_) => u64::MAX >> (64 - 8 * size.clamp(1, 8) as u32),
         }
     }
     /// BAR write.
@@ -129,6 +155,7 @@ impl PciFunction {
         match self {
             Self::Ptnet(d) => d.bar_write(bar, off, size, val),
             Self::Memdev(d) => d.bar_write(bar, off, size, val),
+            Self::Other(_) => {}
         }
     }
     /// A BAR that can be mapped as memory (memdev BAR1).
@@ -198,9 +225,16 @@ impl Vm {
     /// Adds a function at the next free slot (starting at 3); returns the slot.
     pub fn add_function(&self, f: PciFunction) -> u8 {
         let mut v = self.lock();
-        let slot = 3 + v.len() as u8;
+        let slot = v.iter().map(|(s, _)| *s + 1).max().unwrap_or(3);
         v.push((slot, f));
         slot
+    }
+
+    /// Removes the function in `slot` (e.g. to build a VM without a memdev); returns it.
+    pub fn remove_function(&self, slot: u8) -> Option<PciFunction> {
+        let mut v = self.lock();
+        let i = v.iter().position(|(s, _)| *s == slot)?;
+        Some(v.remove(i).1)
     }
 
     /// Realizes a ptnet device on `netdev`, and the memdev of its region if the bus has none
