@@ -121,8 +121,7 @@ fn transfer(
         b.drv.flush_rx(rx).unwrap();
         if !any {
             assert!(t0.elapsed() < T, "stalled: {} of {}", got.len(), frames.len());
-            b.plat.wait_interrupts(b.drv.poll_interval());
-            b.drv.take_interrupts(false);
+            b.drv.wait_work(&b.plat, Duration::from_millis(50));
             a.drv.take_interrupts(false);
         }
     }

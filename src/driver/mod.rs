@@ -606,6 +606,23 @@ impl<P: Platform> Ptnet<P> {
         mask
     }
 
+    /// Waits for work (§9): returns the rings whose interrupts fired, or, when none fired within
+    /// the polling interval (or `max`, if shorter), every ring: a lost interrupt costs at most
+    /// one interval, never a stall.
+    pub fn wait_work(&mut self, platform: &P, max: Duration) -> u64 {
+        let mask = self.take_interrupts(false);
+        if mask != 0 {
+            return mask;
+        }
+        platform.wait_interrupts(self.cfg.poll_interval.min(max));
+        let mask = self.take_interrupts(false);
+        if mask != 0 {
+            mask
+        } else {
+            self.take_interrupts(true)
+        }
+    }
+
     /// The polling interval of the lost-interrupt fallback.
     pub fn poll_interval(&self) -> Duration {
         self.cfg.poll_interval
