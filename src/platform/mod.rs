@@ -13,6 +13,13 @@ pub mod cfg;
 #[cfg(not(target_os = "redox"))]
 pub mod sim;
 
+#[cfg(target_os = "redox")]
+pub mod redox;
+
+/// The pcid wire codec is pure code: its tests run on the host.
+#[cfg(test)]
+#[path = "redox/wire.rs"]
+mod redox_wire_tests;
 
 /// Errors of a platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
