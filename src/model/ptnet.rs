@@ -159,6 +159,18 @@ pub struct PtnetDevice {
 struct Faults {
     fail_create: Option<u32>,
     overrides: std::collections::HashMap<u32, u32>,
+    trace: Option<Vec<Access>>,
+}
+
+/// One guest access recorded by [`PtnetDevice::start_trace`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// BAR0 register read (offset, value returned).
+    Read(u32, u32),
+    /// BAR0 register write (offset, value).
+    Write(u32, u32),
+    /// Config space write (offset, value).
+    Config(u16, u32),
 }
 
 impl fmt::Debug for PtnetDevice {
@@ -243,6 +255,7 @@ impl PtnetDevice {
 
     /// Config space write.
     pub fn config_write(&self, off: u16, size: u8, val: u32) {
+        self.record(Access::Config(off, val));
         lock(&self.pci).write(off, size, val)
     }
 
@@ -273,6 +286,12 @@ impl PtnetDevice {
     /// register k).
     pub fn io_read(&self, off: u32, size: u8) -> u32 {
         let off = off & IO_MASK;
+        let v = self.io_read_inner(off, size);
+        self.record(Access::Read(off, v));
+        v
+    }
+
+    fn io_read_inner(&self, off: u32, size: u8) -> u32 {
         match size {
             4 if off.is_multiple_of(4) => self.reg_read(off),
             1 | 2 => {
@@ -287,6 +306,7 @@ impl PtnetDevice {
     /// unaligned ones are ignored; E1: a narrow write to a kick register is dropped).
     pub fn io_write(&self, off: u32, size: u8, val: u32) {
         let off = off & IO_MASK;
+        self.record(Access::Write(off, val));
         if !off.is_multiple_of(4) || !matches!(size, 1 | 2 | 4) {
             return;
         }
@@ -317,6 +337,22 @@ impl PtnetDevice {
             Some(v) => f.overrides.insert(off, v),
             None => f.overrides.remove(&off),
         };
+    }
+
+    /// Starts recording BAR0 and config-space accesses (for bring-up order tests).
+    pub fn start_trace(&self) {
+        lock(&self.faults).trace = Some(Vec::new());
+    }
+
+    /// The accesses recorded since [`PtnetDevice::start_trace`].
+    pub fn trace(&self) -> Vec<Access> {
+        lock(&self.faults).trace.clone().unwrap_or_default()
+    }
+
+    fn record(&self, a: Access) {
+        if let Some(t) = lock(&self.faults).trace.as_mut() {
+            t.push(a);
+        }
     }
 
     /// The mapped CSB arrays `(GH, HG)` (for hostile-host tests).
