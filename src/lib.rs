@@ -22,6 +22,7 @@
 pub mod abi;
 pub mod csb;
 pub mod driver;
+pub mod logger;
 pub mod nm;
 pub mod platform;
 pub mod ring;

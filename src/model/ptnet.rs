@@ -141,7 +141,8 @@ impl PortListener for Listener {
 /// The ptnet PCI function.
 pub struct PtnetDevice {
     port: Arc<NmPort>,
-    ram: Arc<GuestMemoryMmap>,
+    ram: std::sync::RwLock<Arc<GuestMemoryMmap>>,
+    external_msix: std::sync::atomic::AtomicU8,
     msi: Arc<dyn MsiSink>,
     netdev_mode: KloopMode,
     default_mac: [u8; 6],
@@ -213,7 +214,8 @@ impl PtnetDevice {
         };
         let dev = Arc::new(Self {
             port,
-            ram,
+            ram: std::sync::RwLock::new(ram),
+            external_msix: std::sync::atomic::AtomicU8::new(0),
             msi,
             netdev_mode,
             default_mac,
@@ -261,7 +263,30 @@ impl PtnetDevice {
 
     /// `true` if MSI-X is enabled in the capability.
     pub fn msix_enabled(&self) -> bool {
-        lock(&self.pci).msix_enabled()
+        match self.external_msix.load(std::sync::atomic::Ordering::Acquire) {
+            1 => true,
+            2 => false,
+            _ => lock(&self.pci).msix_enabled(),
+        }
+    }
+
+    /// For transports where the hypervisor emulates the MSI-X table itself (vfio-user: QEMU
+    /// hands the device one eventfd per vector): `Some(on)` overrides the capability's enable
+    /// bit, `None` returns to the config-space state. The messages captured at CREATE are then
+    /// meaningless; the [`MsiSink`] routes by vector number.
+    pub fn set_external_msix(&self, state: Option<bool>) {
+        let v = match state {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        self.external_msix.store(v, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Replaces guest RAM (vfio-user DMA map/unmap). CSB arrays already mapped keep the memory
+    /// they were mapped from alive until the next BAL write.
+    pub fn set_ram(&self, ram: Arc<GuestMemoryMmap>) {
+        *self.ram.write().unwrap_or_else(|e| e.into_inner()) = ram;
     }
 
     /// BAR read (`bar` 0: registers, 2: MSI-X); other BARs read all-ones.
@@ -428,7 +453,8 @@ impl PtnetDevice {
             let map = if gpa == 0 {
                 None
             } else {
-                match Region::from_guest(&self.ram, gpa, len) {
+                let ram = self.ram.read().unwrap_or_else(|e| e.into_inner()).clone();
+                match Region::from_guest(&ram, gpa, len) {
                     Ok(reg) => Some(reg),
                     Err(e) => {
                         log::warn!("{}: CSB at {gpa:#x} not mappable: {e}", self.port.name());
