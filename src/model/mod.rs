@@ -14,12 +14,15 @@
 //! | [`hostile`] | a misbehaving host that scribbles on host-written memory (driver tests) |
 //! | [`pcap`] | a pcap tap |
 //! | [`vm`] | guest RAM (vm-memory), interrupt controller, PCI bus |
+//! | [`script`] | a minimal guest: raw registers and CSB/ring memory (§6, §8.2–8.4) |
+//! | [`demo`] | the main job until the driver exists: verified VM-to-VM traffic |
 //!
 //! Readings of [inferred]/[uncertain] spec items are written down in each module's doc:
 //! `ptnet` (register quirks, E6/E10/E11), `kloop` (MSI-X routes captured at CREATE, direct
 //! mode), `port` (incomplete and bad TX packets), `switch` (drops on a full destination).
 
 pub mod apps;
+pub mod demo;
 pub mod hostile;
 pub mod kloop;
 pub mod memdev;
@@ -30,5 +33,6 @@ pub mod pcap;
 pub mod pci;
 pub mod port;
 pub mod ptnet;
+pub mod script;
 pub mod switch;
 pub mod vm;
