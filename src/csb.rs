@@ -218,6 +218,11 @@ mod tests {
                 i = i.wrapping_add(1) & 0x3fff_ffff;
             }
         });
+        // Wait (bounded) until the producer runs, so the check below sees it working.
+        let t0 = std::time::Instant::now();
+        while a.kern_read().head == 0 && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
         let mut changes = 0;
         let mut last = 0;
         for _ in 0..2_000_000 {

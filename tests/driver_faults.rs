@@ -14,7 +14,6 @@ use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
 use ptnetd::model::switch::Switch;
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::platform::sim::SimPlatform;
-use ptnetd::platform::Platform;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

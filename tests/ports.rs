@@ -171,6 +171,11 @@ fn four_rings_through_a_pipe() {
         send_all(&mut ga, ring, &frames);
         assert_eq!(recv_n(&mut gb, ring, 100), frames, "ring {ring}");
     }
+    // The host counts a ring's frames right after handing them to the peer: wait for it.
+    let t0 = std::time::Instant::now();
+    while (0..4).any(|r| da.counters(r).unwrap().packets < 100) && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     for ring in 0..4u32 {
         let c = da.counters(ring).unwrap();
         assert_eq!(c.packets, 100, "tx ring {ring}");

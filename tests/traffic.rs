@@ -19,7 +19,7 @@ const B: [u8; 6] = [0x02, 0, 0, 0, 1, 0xb];
 /// Frame size of sequence number `s`: mostly 60..1514, one in 16 a jumbo up to 9000.
 fn size_of_seq(s: u64) -> usize {
     let h = s.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
-    if h % 16 == 0 {
+    if h.is_multiple_of(16) {
         1515 + (h as usize >> 4) % (9000 - 1515 + 1)
     } else {
         60 + (h as usize >> 4) % (1514 - 60 + 1)

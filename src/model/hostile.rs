@@ -78,7 +78,7 @@ impl Hostile {
                         continue;
                     }
                     // Bias towards the first 64 bytes (indices, counts, offsets).
-                    let w = if xorshift(&mut x) % 2 == 0 {
+                    let w = if xorshift(&mut x).is_multiple_of(2) {
                         xorshift(&mut x) % 16
                     } else {
                         xorshift(&mut x)

@@ -134,8 +134,11 @@ pub trait Platform {
     fn primary(&mut self) -> Result<Self::Function, PlatformError>;
     /// Opens every other function with this vendor and device id (memdev candidates; the caller
     /// checks them). Must be called before the daemon drops its namespace.
-    fn find_functions(&mut self, vendor: u16, device: u16)
-        -> Result<Vec<Self::Function>, PlatformError>;
+    fn find_functions(
+        &mut self,
+        vendor: u16,
+        device: u16,
+    ) -> Result<Vec<Self::Function>, PlatformError>;
     /// Allocates `len` bytes (rounded up to pages) of zeroed, physically contiguous DMA memory.
     fn alloc_dma(&mut self, len: usize) -> Result<Dma, PlatformError>;
     /// Allocates `n` interrupt vectors for `function`: the MSI message to program in MSI-X
