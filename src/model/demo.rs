@@ -1,15 +1,16 @@
-//! The main job (`cargo run --release`) until the driver exists: verified traffic between two
-//! VMs across the embedded hypervisor.
+//! The main job (`cargo run --release`): the ptnetd driver core in two VMs of the embedded
+//! hypervisor, moving verified traffic through the stack-mode copy path.
 //!
 //! ```text
 //!  VM1 (sender)                                                  VM2 (receiver)
-//!  script guest ── ptnet ── port vm1 ── switch vale0 ── port vm2 ── ptnet ── script guest
+//!  ptnetd driver ── ptnet ── port vm1 ── switch vale0 ── port vm2 ── ptnet ── ptnetd driver
 //!     TX ring 0                        (learning, pcap tap on vm2)            RX ring 0
 //! ```
 //!
 //! Each VM gets one ptnet NIC (one TX and one RX ring of [`DemoConfig::slots`] slots) on a port
 //! of its own netmap region; both ports sit on one VALE-like [`Switch`]. Both NICs are brought up
-//! by the [`script`] guest (raw registers, CSB and rings; §6). VM1 sends
+//! by the driver core ([`crate::driver::Ptnet`] on the [`crate::platform::sim`] platform, §6)
+//! and the frames go through its copy path (`send`/`recv`, §8.5). VM1 sends
 //! [`DemoConfig::frames`] well-formed UDP frames of mixed sizes ([`frame_len`]: mostly
 //! 60..=1514 bytes, one in 16 a jumbo of up to 9000 bytes spanning several slots with
 //! `NS_MOREFRAG`), each carrying its sequence number and a checksum; VM2 checks every one.
@@ -26,10 +27,12 @@
 
 use super::pcap::PcapTap;
 use super::ptnet::PtnetDevice;
-use super::script::{self, Guest, Opts, ScriptError};
+use super::script::{self, ScriptError};
 use super::switch::Switch;
-use super::vm::Vm;
-use crate::abi::csb::NAF_FORCE_RECLAIM;
+use super::vm::{PciFunction, Vm};
+use crate::driver::copy::CopyError;
+use crate::driver::{DriverConfig, Ptnet};
+use crate::platform::sim::SimPlatform;
 use core::fmt;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -319,17 +322,36 @@ impl fmt::Display for DemoReport {
     }
 }
 
+/// One guest: its platform and the driver bound to its NIC.
+struct Nic {
+    plat: SimPlatform,
+    drv: Ptnet<SimPlatform>,
+}
+
+impl Nic {
+    fn attach(vm: &Arc<Vm>, dev: &Arc<PtnetDevice>) -> Result<Self, ScriptError> {
+        let slot = vm
+            .functions()
+            .iter()
+            .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, dev)))
+            .map(|(s, _)| *s)
+            .ok_or(ScriptError::NoNic)?;
+        let mut plat = SimPlatform::new(vm.clone(), slot);
+        let drv = Ptnet::attach(&mut plat, DriverConfig::default())?;
+        Ok(Self { plat, drv })
+    }
+}
+
 /// The hypervisor of the run and its two guests.
 struct Testbed {
     sw: Arc<Switch>,
-    vm2: Arc<Vm>,
     d1: Arc<PtnetDevice>,
     d2: Arc<PtnetDevice>,
     p1: Arc<super::port::NmPort>,
     p2: Arc<super::port::NmPort>,
     tap: Option<Arc<PcapTap>>,
-    g1: Guest,
-    g2: Guest,
+    g1: Nic,
+    g2: Nic,
 }
 
 impl Testbed {
@@ -347,9 +369,9 @@ impl Testbed {
             }
             None => None,
         };
-        let g1 = Guest::try_bring_up(&vm1, &d1, &Opts::default())?;
-        let g2 = Guest::try_bring_up(&vm2, &d2, &Opts::default())?;
-        Ok(Self { sw, vm2, d1, d2, p1, p2, tap, g1, g2 })
+        let g1 = Nic::attach(&vm1, &d1)?;
+        let g2 = Nic::attach(&vm2, &d2)?;
+        Ok(Self { sw, d1, d2, p1, p2, tap, g1, g2 })
     }
 
     /// Frames dropped inside the hypervisor (see [`DemoReport::drops`]). Deliveries into VM2's
@@ -413,37 +435,51 @@ impl Tally {
 /// Sends and receives until every frame is accounted for or the run stalls.
 fn pump(tb: &mut Testbed, cfg: &DemoConfig) -> Result<(Tally, Duration), ScriptError> {
     let total = cfg.frames;
-    let bsz = tb.g2.buf_size.max(1);
+    let bsz = (tb.g2.drv.info().buf_size as usize).max(1);
     let slots = |len: usize| len.div_ceil(bsz);
-    // RX slots in flight: the host's view of released RX slots may lag a burst.
+    let rx_ring = tb.g2.drv.info().tx_rings; // the first RX ring
+                                             // RX slots in flight: the host's view of released RX slots may lag a burst.
     let budget = ((cfg.slots as usize - 1) * 300 / 1024).max(slots(MAX_FRAME_LEN));
     let mut t = Tally::default();
-    let (mut frame, mut rx) = (Vec::with_capacity(MAX_FRAME_LEN), Vec::new());
+    let mut frame = Vec::with_capacity(MAX_FRAME_LEN);
+    let mut rx = vec![0u8; 65536];
     let t0 = Instant::now();
     let mut last_progress = t0;
     while t.next < total {
-        let mut put_failed = false;
         while t.sent < total {
             let len = frame_len(t.sent);
             if t.in_flight + slots(len) > budget {
                 break;
             }
             make_demo_frame(&mut frame, t.sent, len);
-            if !tb.g1.try_put_tx(0, &frame)? {
-                put_failed = true;
-                break;
+            match tb.g1.drv.send(0, &frame, None) {
+                Ok(()) => {}
+                Err(CopyError::Full) => break,
+                Err(e) => return Err(e.into()),
             }
             t.in_flight += slots(len);
             t.sent += 1;
         }
-        tb.g1.try_txsync(0, if put_failed { NAF_FORCE_RECLAIM } else { 0 })?;
-        let seen = tb.vm2.irq().generation();
-        tb.g2.try_rxsync(0)?;
+        tb.g1.drv.flush_tx(0)?;
         let mut got_any = false;
-        while tb.g2.try_get_rx_into(0, &mut rx)? {
-            t.take(&rx, total, slots);
-            got_any = true;
+        loop {
+            match tb.g2.drv.recv(rx_ring, &mut rx) {
+                Ok(Some(r)) => {
+                    t.take(&rx[..r.len], total, slots);
+                    got_any = true;
+                }
+                Ok(None) => break,
+                Err(
+                    CopyError::BufferTooSmall { .. }
+                    | CopyError::BadSlot(_)
+                    | CopyError::TooLong(_),
+                ) => {
+                    t.corrupt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        tb.g2.drv.flush_rx(rx_ring)?;
         if got_any {
             last_progress = Instant::now();
         } else if last_progress.elapsed() >= cfg.stall_timeout {
@@ -456,7 +492,8 @@ fn pump(tb: &mut Testbed, cfg: &DemoConfig) -> Result<(Tally, Duration), ScriptE
             t.lost += total - t.next;
             break;
         } else {
-            tb.vm2.irq().wait(seen, Duration::from_millis(1));
+            tb.g2.drv.wait_work(&tb.g2.plat, Duration::from_millis(1));
+            tb.g1.drv.take_interrupts(false);
         }
     }
     Ok((t, t0.elapsed()))
@@ -472,8 +509,12 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, ScriptError> {
     );
     let mut tb = Testbed::build(cfg)?;
     let (t, elapsed) = pump(&mut tb, cfg)?;
-    tb.g1.try_shutdown()?;
-    tb.g2.try_shutdown()?;
+    let drops = tb.drops();
+    let Testbed { g1, g2, .. } = tb;
+    let (sender_drv, receiver_drv) = (g1.drv.stats(0), g2.drv.stats(g2.drv.info().tx_rings));
+    g1.drv.shutdown()?;
+    g2.drv.shutdown()?;
+    log::debug!("demo: driver counters tx {sender_drv:?} rx {receiver_drv:?}");
     tb.p2.set_tap(None);
     let pcap = match (&tb.tap, &cfg.pcap) {
         (Some(tap), Some(path)) => {
@@ -491,7 +532,7 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, ScriptError> {
         lost: t.lost,
         corrupt: t.corrupt,
         misordered: t.misordered,
-        drops: tb.drops(),
+        drops,
         stalled: t.stalled,
         slots: cfg.slots,
         sender: SideReport::of(&tb.d1),

@@ -141,6 +141,10 @@ pub enum ScriptError {
     Port(PortError),
     /// The pcap tap failed.
     Pcap(PcapTapError),
+    /// The driver core failed (the demo drives the real driver).
+    Driver(crate::driver::DriverError),
+    /// The driver's copy path failed.
+    Copy(crate::driver::copy::CopyError),
 }
 
 impl fmt::Display for ScriptError {
@@ -176,6 +180,8 @@ impl fmt::Display for ScriptError {
             Self::Mem(e) => write!(f, "netmap memory: {e}"),
             Self::Port(e) => write!(f, "port: {e}"),
             Self::Pcap(e) => write!(f, "pcap: {e}"),
+            Self::Driver(e) => write!(f, "driver: {e}"),
+            Self::Copy(e) => write!(f, "driver: {e}"),
         }
     }
 }
@@ -221,6 +227,18 @@ impl From<MemError> for ScriptError {
 impl From<PortError> for ScriptError {
     fn from(e: PortError) -> Self {
         Self::Port(e)
+    }
+}
+
+impl From<crate::driver::DriverError> for ScriptError {
+    fn from(e: crate::driver::DriverError) -> Self {
+        Self::Driver(e)
+    }
+}
+
+impl From<crate::driver::copy::CopyError> for ScriptError {
+    fn from(e: crate::driver::copy::CopyError) -> Self {
+        Self::Copy(e)
     }
 }
 
