@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# ptnetd in a Linux guest under QEMU (TCG), attached to the emulated ptnet hypervisor over vfio-user.
+#
+#   ci/qemu-linux-test.sh            the real test: ptnet-host (reflector) + `ptnetd --linux
+#                                    --selftest N` in the guest; needs its PASS line
+#   ci/qemu-linux-test.sh --smoke    boot only: the guest lists its PCI functions (and, when
+#                                    ptnet-host is available, must see 1b36:000d and 1b36:000c)
+#                                    and runs `ptnetd --help` to prove the guest binary executes
+#
+# Options:
+#   --frames N       frames for the selftest (default 100000, at least 100000 each way is the bar)
+#   --host-args "A"  extra ptnet-host options (e.g. "--sink --source-pps 1000" or "--vnet")
+#   --timeout S      limit for the QEMU run in seconds (default 200)
+#   --guest-libc L   musl | glibc | auto (default auto: musl, else glibc + its libraries)
+#   --no-build       do not run cargo; use existing binaries (PTNETD_BIN / PTNET_HOST_BIN or target/)
+#   --keep           keep the run directory (serial log, initramfs, host log)
+#
+# Everything it downloads comes from Debian's archives (see ci/lib.sh) and is cached in
+# ${PTNET_CI_CACHE:-~/.cache/ptnet-ci}. Prints PASS/FAIL lines; exits non-zero on any FAIL.
+set -euo pipefail
+
+# shellcheck source=ci/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MODE=selftest
+FRAMES=100000
+HOST_ARGS=${PTNET_HOST_ARGS:-}
+QEMU_TIMEOUT=${PTNET_CI_QEMU_TIMEOUT:-200}
+GUEST_LIBC=${PTNET_CI_GUEST_LIBC:-auto}
+BUILD=1
+KEEP=0
+MIN_FRAMES=100000
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) MODE=smoke ;;
+    --frames) FRAMES=${2:?--frames needs a value}; shift ;;
+    --host-args) HOST_ARGS=${2?--host-args needs a value}; shift ;;
+    --timeout) QEMU_TIMEOUT=${2:?--timeout needs a value}; shift ;;
+    --guest-libc) GUEST_LIBC=${2:?--guest-libc needs a value}; shift ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case $GUEST_LIBC in musl | glibc | auto) ;; *) die "--guest-libc must be musl, glibc or auto" ;; esac
+[[ $FRAMES =~ ^[0-9]+$ ]] || die "--frames must be a number"
+[[ $QEMU_TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
+
+need_cmd timeout awk sed grep find gzip mktemp
+T_START=$(now)
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/ptnet-linux.XXXXXX")
+QEMU_PID=
+TAIL_PID=
+cleanup() {
+  [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null
+  [ -n "$QEMU_PID" ] && kill -TERM "$QEMU_PID" 2>/dev/null
+  stop_host
+  if [ "$KEEP" = 1 ]; then say "run directory kept: $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+say "mode $MODE, run directory $RUN"
+
+# --------------------------------------------------------------------------------------------
+phase_begin download
+fetch_qemu
+pass "QEMU $QEMU_VERSION with vfio-user-pci"
+fetch_kernel
+fetch_busybox
+pass "guest kernel $KERNEL_VERSION, busybox-static (Debian bookworm)"
+phase_end
+
+# --------------------------------------------------------------------------------------------
+# Binaries: the guest's ptnetd (static musl, or glibc plus its libraries) and the host's ptnet-host.
+phase_begin build
+PTNETD=${PTNETD_BIN:-}
+PTNETD_KIND=
+if [ -n "$PTNETD" ]; then
+  PTNETD_KIND=given
+elif [ "$BUILD" = 1 ]; then
+  need_cmd cargo
+  if [ "$GUEST_LIBC" != glibc ]; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+      say "rustup target add x86_64-unknown-linux-musl"
+      rustup target add x86_64-unknown-linux-musl >&2 || say "the musl target could not be installed"
+    fi
+    if PTNETD=$(CARGO_QUIET_FAIL=1 cargo_bin ptnetd x86_64-unknown-linux-musl); then
+      PTNETD_KIND=musl
+    elif [ "$GUEST_LIBC" = musl ]; then
+      die "ptnetd does not build for x86_64-unknown-linux-musl (see the cargo output above)"
+    else
+      say "ptnetd does not build for musl: falling back to the glibc binary plus its libraries"
+    fi
+  fi
+  if [ -z "$PTNETD_KIND" ]; then
+    PTNETD=$(cargo_bin ptnetd) || die "cargo build --release --bin ptnetd failed"
+    PTNETD_KIND=glibc
+  fi
+else
+  for cand in "$CARGO_TARGET/x86_64-unknown-linux-musl/release/ptnetd:musl" "$CARGO_TARGET/release/ptnetd:glibc"; do
+    if [ -x "${cand%:*}" ] && { [ "$GUEST_LIBC" = auto ] || [ "$GUEST_LIBC" = "${cand##*:}" ]; }; then
+      PTNETD=${cand%:*}
+      PTNETD_KIND=${cand##*:}
+      break
+    fi
+  done
+fi
+{ [ -n "$PTNETD" ] && [ -x "$PTNETD" ]; } || die "guest binary ptnetd missing (build it with: cargo build --release --target x86_64-unknown-linux-musl --bin ptnetd)"
+say "guest ptnetd: $PTNETD ($PTNETD_KIND)"
+
+HOST=${PTNET_HOST_BIN:-}
+if [ -z "$HOST" ]; then
+  if [ "$BUILD" = 1 ]; then
+    HOST=$(cargo_bin ptnet-host) || HOST=
+  elif [ -x "$CARGO_TARGET/release/ptnet-host" ]; then
+    HOST=$CARGO_TARGET/release/ptnet-host
+  fi
+fi
+if [ -z "$HOST" ] || [ ! -x "$HOST" ]; then
+  HOST=
+  if [ "$MODE" = selftest ]; then
+    die "host binary ptnet-host missing (cargo build --release --bin ptnet-host: the crate must have a bin target 'ptnet-host')"
+  fi
+  say "ptnet-host not available: smoke mode boots without the ptnet device"
+fi
+phase_end
+
+# --------------------------------------------------------------------------------------------
+# The initramfs: busybox, ptnetd (+ libraries when dynamic), and an /init that reports over the
+# serial console and powers off.
+phase_begin initramfs
+ROOT=$RUN/root
+mkdir -p "$ROOT"/{bin,dev,proc,sys,tmp,etc,lib,lib64,usr/lib}
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+cp "$PTNETD" "$ROOT/bin/ptnetd"
+if [ "$PTNETD_KIND" = given ]; then
+  if ldd "$PTNETD" 2>/dev/null | grep -q '=>'; then PTNETD_KIND=given-dynamic; else PTNETD_KIND=given-static; fi
+fi
+if [ "$PTNETD_KIND" = glibc ] || [ "$PTNETD_KIND" = given-dynamic ]; then
+  # Dynamic binary: copy the loader and every library ldd names to the same paths in the guest.
+  need_cmd ldd
+  ldd "$PTNETD" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]*ld-linux/{print $1}' | while read -r lib; do
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+  done
+fi
+
+cat >"$ROOT/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+arg() {
+  for w in $(cat /proc/cmdline); do
+    case $w in ptnet_$1=*) echo "${w#*=}" ;; esac
+  done
+}
+mode=$(arg mode)
+frames=$(arg frames)
+limit=$(arg limit)
+echo "guest: init up, kernel $(uname -r), uptime $(cut -d' ' -f1 /proc/uptime)s, mode $mode"
+for d in /sys/bus/pci/devices/*; do
+  echo "guest: pci $(basename "$d") $(cat "$d/vendor"):$(cat "$d/device") class $(cat "$d/class")"
+done
+if [ "$mode" = smoke ]; then
+  ptnetd --help >/tmp/help 2>&1
+  rc=$?
+  echo "guest: ptnetd --help exit=$rc ($(wc -l </tmp/help) lines)"
+else
+  export RUST_LOG=info RUST_BACKTRACE=1
+  timeout -s KILL "$limit" ptnetd --linux --selftest "$frames"
+  rc=$?
+  echo "guest: ptnetd exit=$rc"
+fi
+echo "guest: done, uptime $(cut -d' ' -f1 /proc/uptime)s"
+poweroff -f
+INIT
+chmod +x "$ROOT/init"
+(cd "$ROOT" && find . -mindepth 1 | "$BUSYBOX" cpio -o -H newc -R 0:0 2>/dev/null | gzip -1) >"$RUN/initramfs.gz"
+say "initramfs $(du -h "$RUN/initramfs.gz" | cut -f1) (ptnetd: $PTNETD_KIND)"
+phase_end
+
+# --------------------------------------------------------------------------------------------
+phase_begin boot
+# shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
+QEMU_ARGS=(
+  -nodefaults -display none -no-reboot
+  -machine q35,memory-backend=mem -object memory-backend-memfd,id=mem,size=512M,share=on -m 512
+  -cpu max -smp 1
+  -kernel "$KERNEL_IMAGE" -initrd "$RUN/initramfs.gz"
+  -append "console=ttyS0 panic=-1 quiet ptnet_mode=$MODE ptnet_frames=$FRAMES ptnet_limit=$((QEMU_TIMEOUT > 40 ? QEMU_TIMEOUT - 30 : QEMU_TIMEOUT))"
+  -serial "file:$RUN/serial.log"
+)
+if [ -n "$HOST" ]; then
+  # shellcheck disable=SC2086 # HOST_ARGS is a list of options
+  start_host "$HOST" "$RUN/sock" "$RUN/host.log" $((QEMU_TIMEOUT + 30)) --backend reflector $HOST_ARGS ||
+    die "ptnet-host did not create $RUN/sock/vm0-ptnet.sock and vm0-memdev.sock (log above)"
+  pass "ptnet-host up (reflector${HOST_ARGS:+, $HOST_ARGS})"
+  mapfile -t DEVS < <(vfio_user_devices "$RUN/sock")
+  QEMU_ARGS+=("${DEVS[@]}")
+fi
+: >"$RUN/serial.log"
+T_BOOT=$(now)
+timeout -k 5 "$QEMU_TIMEOUT" "${QEMU[@]}" "${QEMU_ARGS[@]}" >"$RUN/qemu.log" 2>&1 &
+QEMU_PID=$!
+tail -n +1 -f --pid="$QEMU_PID" "$RUN/serial.log" 2>/dev/null | sed -u 's/\r$//; s/^/guest| /' >&2 &
+TAIL_PID=$!
+QEMU_RC=0
+wait "$QEMU_PID" || QEMU_RC=$?
+QEMU_PID=
+wait "$TAIL_PID" 2>/dev/null || true
+TAIL_PID=
+BOOT_SECS=$(secs_since "$T_BOOT")
+phase_end
+sed 's/^/qemu| /' "$RUN/qemu.log" | grep -v 'Could not enable error recovery' >&2 || true
+if [ -n "$HOST" ]; then
+  stop_host
+  sed 's/^/host| /' "$RUN/host.log" | tail -20 >&2
+fi
+
+# --------------------------------------------------------------------------------------------
+# Verdicts from the serial log.
+LOG=$RUN/serial.log.txt
+tr -d '\r' <"$RUN/serial.log" >"$LOG"
+line() { grep -m1 -E "$1" "$LOG" || true; }
+
+if [ -n "$(line '^guest: init up')" ]; then
+  pass "guest booted to init ($(line '^guest: init up' | sed 's/.*uptime \([^ ,]*\).*/\1/') guest time)"
+else
+  fail "guest never reached init (QEMU exit $QEMU_RC; see the guest| lines above)"
+fi
+
+has_fn() { grep -qE "^guest: pci [0-9a-f:.]+ 0x1b36:$1 " "$LOG"; }
+if [ -n "$HOST" ]; then
+  if has_fn 0x000d && has_fn 0x000c; then
+    pass "guest sees the ptnet function (1b36:000d) and the memdev (1b36:000c)"
+  else
+    fail "guest does not see both vfio-user functions 1b36:000d and 1b36:000c"
+  fi
+fi
+
+if [ "$MODE" = smoke ]; then
+  if [ -n "$(line '^guest: ptnetd --help exit=0')" ]; then
+    pass "ptnetd ($PTNETD_KIND build) runs in the guest"
+  else
+    fail "ptnetd --help did not exit 0 in the guest ($PTNETD_KIND build)"
+  fi
+else
+  # The start line names the PCI address, MAC, rings, slots, features and vnet header length;
+  # it is recognised by "ptnetd" and a MAC address (log prefixes such as "[INFO ptnetd] " allowed).
+  MAC_RE='([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}'
+  START=$(grep -E 'ptnetd' "$LOG" | grep -E "$MAC_RE" | grep -vE 'selftest (PASS|FAIL)' | head -1 || true)
+  if [ -n "$START" ]; then
+    pass "ptnetd brought the device up: $START"
+  else
+    fail "no ptnetd start line with a MAC address on the serial console"
+  fi
+  RESULT=$(grep -m1 -oE 'ptnetd: selftest (PASS|FAIL).*' "$LOG" || true)
+  if [[ $RESULT == "ptnetd: selftest PASS"* ]]; then
+    pass "selftest: $RESULT"
+    # Counts, when the line carries them as tx=N / rx=N (any order, digits may be grouped by _ or ,).
+    TX=$(printf '%s\n' "$RESULT" | sed -n 's/.*\btx[=: ]\{1,2\}\([0-9_,]*\).*/\1/p' | tr -d '_,')
+    RX=$(printf '%s\n' "$RESULT" | sed -n 's/.*\brx[=: ]\{1,2\}\([0-9_,]*\).*/\1/p' | tr -d '_,')
+    if [ -n "$TX" ] && [ -n "$RX" ]; then
+      if [ "$TX" -ge "$MIN_FRAMES" ] && [ "$RX" -ge "$MIN_FRAMES" ]; then
+        pass "frames moved: tx=$TX rx=$RX (>= $MIN_FRAMES each way)"
+      elif [ "$FRAMES" -lt "$MIN_FRAMES" ]; then
+        say "tx=$TX rx=$RX: below $MIN_FRAMES, as asked with --frames $FRAMES"
+      else
+        fail "frames moved: tx=$TX rx=$RX, fewer than $MIN_FRAMES each way"
+      fi
+    else
+      say "the PASS line carries no tx=N rx=N counts; relying on ptnetd's own verdict for $FRAMES frames"
+    fi
+  elif [ -n "$RESULT" ]; then
+    fail "selftest: $RESULT"
+  else
+    fail "no 'ptnetd: selftest PASS|FAIL' line (ptnetd crashed, hung or lacks --linux --selftest)"
+  fi
+  if [ -n "$(line '^guest: ptnetd exit=0$')" ]; then
+    pass "ptnetd exited 0"
+  else
+    fail "ptnetd exit status: $(line '^guest: ptnetd exit=' | sed 's/^guest: //')"
+  fi
+fi
+
+if [ "$QEMU_RC" = 0 ] && [ -n "$(line '^guest: done')" ]; then
+  pass "guest powered off (QEMU run ${BOOT_SECS}s wall)"
+elif [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
+  fail "QEMU timed out after ${QEMU_TIMEOUT}s"
+else
+  fail "QEMU exit status $QEMU_RC (guest done marker: $([ -n "$(line '^guest: done')" ] && echo yes || echo no))"
+fi
+if [ -n "$HOST" ]; then
+  if grep -q 'panicked' "$RUN/host.log"; then
+    fail "ptnet-host panicked (host| lines above)"
+  elif [ "$HOST_STATE" = running ] || [ "$HOST_STATE" = "exit 0" ]; then
+    pass "ptnet-host ran without error ($HOST_STATE at the end of the run)"
+  else
+    fail "ptnet-host ended with $HOST_STATE during the run (host| lines above)"
+  fi
+fi
+
+CI_TIMES+=("total=$(secs_since "$T_START")s")
+print_times
+if [ "$CI_FAILS" -gt 0 ]; then
+  echo "FAIL: qemu-linux-test ($MODE): $CI_FAILS check(s) failed"
+  exit 1
+fi
+echo "PASS: qemu-linux-test ($MODE)"
