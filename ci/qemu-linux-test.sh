@@ -264,19 +264,20 @@ else
   RESULT=$(grep -m1 -oE 'ptnetd: selftest (PASS|FAIL).*' "$LOG" || true)
   if [[ $RESULT == "ptnetd: selftest PASS"* ]]; then
     pass "selftest: $RESULT"
-    # Counts, when the line carries them as tx=N / rx=N (any order, digits may be grouped by _ or ,).
-    TX=$(printf '%s\n' "$RESULT" | sed -n 's/.*\btx[=: ]\{1,2\}\([0-9_,]*\).*/\1/p' | tr -d '_,')
-    RX=$(printf '%s\n' "$RESULT" | sed -n 's/.*\brx[=: ]\{1,2\}\([0-9_,]*\).*/\1/p' | tr -d '_,')
+    # Counts, when the line carries them as sent=N received=N (or tx=N rx=N; any order, digits
+    # may be grouped by _ or ,).
+    TX=$(printf '%s\n' "$RESULT" | sed -En 's/.*\b(sent|tx)[=: ]{1,2}([0-9_,]+).*/\2/p' | tr -d '_,')
+    RX=$(printf '%s\n' "$RESULT" | sed -En 's/.*\b(received|rx)[=: ]{1,2}([0-9_,]+).*/\2/p' | tr -d '_,')
     if [ -n "$TX" ] && [ -n "$RX" ]; then
       if [ "$TX" -ge "$MIN_FRAMES" ] && [ "$RX" -ge "$MIN_FRAMES" ]; then
-        pass "frames moved: tx=$TX rx=$RX (>= $MIN_FRAMES each way)"
+        pass "frames moved: sent=$TX received=$RX (>= $MIN_FRAMES each way)"
       elif [ "$FRAMES" -lt "$MIN_FRAMES" ]; then
-        say "tx=$TX rx=$RX: below $MIN_FRAMES, as asked with --frames $FRAMES"
+        say "sent=$TX received=$RX: below $MIN_FRAMES, as asked with --frames $FRAMES"
       else
-        fail "frames moved: tx=$TX rx=$RX, fewer than $MIN_FRAMES each way"
+        fail "frames moved: sent=$TX received=$RX, fewer than $MIN_FRAMES each way"
       fi
     else
-      say "the PASS line carries no tx=N rx=N counts; relying on ptnetd's own verdict for $FRAMES frames"
+      say "the PASS line carries no sent=N received=N counts; relying on ptnetd's verdict for $FRAMES frames"
     fi
   elif [ -n "$RESULT" ]; then
     fail "selftest: $RESULT"
