@@ -16,6 +16,7 @@
 //! | [`vm`] | guest RAM (vm-memory), interrupt controller, PCI bus |
 //! | [`script`] | a minimal guest: raw registers and CSB/ring memory (§6, §8.2–8.4) |
 //! | [`demo`] | the main job until the driver exists: verified VM-to-VM traffic |
+//! | [`vfio`] | the functions as vfio-user devices for QEMU, and the `ptnet-host` server |
 //!
 //! Readings of [inferred]/[uncertain] spec items are written down in each module's doc:
 //! `ptnet` (register quirks, E6/E10/E11), `kloop` (MSI-X routes captured at CREATE, direct
@@ -35,4 +36,5 @@ pub mod port;
 pub mod ptnet;
 pub mod script;
 pub mod switch;
+pub mod vfio;
 pub mod vm;

@@ -1,0 +1,307 @@
+//! Command line of `ptnet-host` (see [`HELP`]). One flag per option, values after a space or
+//! `=`; an unknown flag, a missing or bad value, a repeated option or a stray argument is an
+//! error (the binary prints it and exits with status 2).
+
+use super::host::{BackendKind, HostConfig, MAX_RINGS_PER_DIR, MAX_VMS, SLOTS_RANGE};
+use core::fmt;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// `--help` text.
+pub fn help() -> String {
+    let (lo, hi) = (SLOTS_RANGE.start(), SLOTS_RANGE.end());
+    format!(
+        "\
+ptnet-host: netmap ptnet NICs for QEMU VMs, served over vfio-user
+
+usage: ptnet-host --socket-dir DIR --vms N --backend reflector|switch|pipe [options]
+
+For VM k (0..N) it serves two PCI functions, each on its own UNIX socket:
+  DIR/vm{{k}}-ptnet.sock    the ptnet NIC (1b36:000d)
+  DIR/vm{{k}}-memdev.sock   its ptnetmap-memdev (1b36:000c), BAR1 = the netmap region
+Attach both to VM k:
+  -object memory-backend-memfd,id=mem,size=512M,share=on -machine q35,memory-backend=mem -m 512
+  -device '{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"path\":\"DIR/vm0-ptnet.sock\",\"type\":\"unix\"}}}}'
+  -device '{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"path\":\"DIR/vm0-memdev.sock\",\"type\":\"unix\"}}}}'
+
+options:
+  --socket-dir DIR     where the sockets are created (made if missing)
+  --vms N              number of VMs, 1..={MAX_VMS}
+  --backend KIND       reflector: each VM's port sends its frames back to it (own region)
+                       switch: all VM ports on one VALE-like learning switch (own region
+                               per VM, the switch copies)
+                       pipe: exactly 2 VMs joined by a netmap pipe (one shared region)
+  --rings N            TX and RX rings per NIC, 1..={MAX_RINGS_PER_DIR} (default 1)
+  --slots N            slots per ring, {lo}..={hi} (default 256)
+  --sink               switch only: a host endpoint counting the frames it receives
+  --source-pps N       switch only: the host endpoint sends N broadcast UDP frames per
+                       second (0 = as fast as possible)
+  --vnet               switch only: the host endpoint uses 12-byte virtio-net headers
+  --pcap FILE          record VM 0's port into a pcap file
+  --help               print this help
+
+VM k has MAC 52:54:00:12:34:(56+k). A VM may disconnect and a new one connect to the same
+sockets; the host runs until SIGINT or SIGTERM, then removes its sockets. RUST_LOG sets the
+log level (default info).
+"
+    )
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print [`help`].
+    Help,
+    /// Serve.
+    Run(HostConfig),
+}
+
+/// A command-line error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CliError {
+    /// An unknown flag or a stray argument.
+    Unknown(String),
+    /// A flag without its value.
+    MissingValue(&'static str),
+    /// A value that does not parse or is out of range.
+    BadValue {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// A flag given twice.
+    Repeated(&'static str),
+    /// A required flag is missing.
+    Required(&'static str),
+    /// A switch (no value) given a value.
+    Unexpected(&'static str),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(a) => write!(f, "unknown argument '{a}'"),
+            Self::MissingValue(n) => write!(f, "{n} needs a value"),
+            Self::BadValue { flag, value, expected } => {
+                write!(f, "{flag} '{value}': expected {expected}")
+            }
+            Self::Repeated(n) => write!(f, "{n} given twice"),
+            Self::Required(n) => write!(f, "{n} is required"),
+            Self::Unexpected(n) => write!(f, "{n} takes no value"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+const FLAGS: [&str; 10] = [
+    "--socket-dir",
+    "--vms",
+    "--backend",
+    "--rings",
+    "--slots",
+    "--vnet",
+    "--pcap",
+    "--source-pps",
+    "--sink",
+    "--help",
+];
+
+fn number(flag: &'static str, v: &str, lo: u64, hi: u64) -> Result<u64, CliError> {
+    match v.parse::<u64>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(CliError::BadValue {
+            flag,
+            value: v.into(),
+            expected: if hi == u64::MAX {
+                format!("a number ≥ {lo}")
+            } else {
+                format!("a number in {lo}..={hi}")
+            },
+        }),
+    }
+}
+
+/// Parses the arguments (without the program name).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
+    let mut it = args.into_iter();
+    let mut seen: Vec<&'static str> = Vec::new();
+    let (mut dir, mut vms, mut backend) = (None, None, None);
+    let mut cfg = HostConfig::new("", 0, BackendKind::Reflector);
+    while let Some(arg) = it.next() {
+        let s = arg.to_string_lossy().into_owned();
+        let (name, inline) = match s.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (s.clone(), None),
+        };
+        let Some(flag) = FLAGS.iter().copied().find(|f| *f == name) else {
+            return Err(CliError::Unknown(s));
+        };
+        if seen.contains(&flag) {
+            return Err(CliError::Repeated(flag));
+        }
+        seen.push(flag);
+        if matches!(flag, "--vnet" | "--sink" | "--help") && inline.is_some() {
+            return Err(CliError::Unexpected(flag));
+        }
+        let mut value = || -> Result<String, CliError> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .ok_or(CliError::MissingValue(flag)),
+            }
+        };
+        match flag {
+            "--help" => return Ok(Command::Help),
+            "--vnet" => cfg.vnet = true,
+            "--sink" => cfg.sink = true,
+            "--socket-dir" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err(CliError::BadValue {
+                        flag,
+                        value: v,
+                        expected: "a directory".into(),
+                    });
+                }
+                dir = Some(PathBuf::from(v));
+            }
+            "--vms" => vms = Some(number(flag, &value()?, 1, MAX_VMS.into())? as u32),
+            "--backend" => {
+                let v = value()?;
+                backend = Some(match v.as_str() {
+                    "reflector" => BackendKind::Reflector,
+                    "switch" => BackendKind::Switch,
+                    "pipe" => BackendKind::Pipe,
+                    _ => {
+                        return Err(CliError::BadValue {
+                            flag,
+                            value: v,
+                            expected: "reflector, switch or pipe".into(),
+                        })
+                    }
+                });
+            }
+            "--rings" => cfg.rings = number(flag, &value()?, 1, MAX_RINGS_PER_DIR.into())? as u32,
+            "--slots" => {
+                let (lo, hi) = (*SLOTS_RANGE.start() as u64, *SLOTS_RANGE.end() as u64);
+                cfg.slots = number(flag, &value()?, lo, hi)? as u32;
+            }
+            "--pcap" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err(CliError::BadValue { flag, value: v, expected: "a file".into() });
+                }
+                cfg.pcap = Some(PathBuf::from(v));
+            }
+            "--source-pps" => cfg.source_pps = Some(number(flag, &value()?, 0, u64::MAX)?),
+            _ => return Err(CliError::Unknown(s)),
+        }
+    }
+    cfg.socket_dir = dir.ok_or(CliError::Required("--socket-dir"))?;
+    cfg.vms = vms.ok_or(CliError::Required("--vms"))?;
+    cfg.backend = backend.ok_or(CliError::Required("--backend"))?;
+    Ok(Command::Run(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, CliError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    fn run(args: &[&str]) -> HostConfig {
+        match p(args) {
+            Ok(Command::Run(c)) => c,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    const BASE: [&str; 6] = ["--socket-dir", "/tmp/s", "--vms", "2", "--backend", "switch"];
+
+    #[test]
+    fn full_command_line() {
+        let mut a = BASE.to_vec();
+        a.extend([
+            "--rings=2",
+            "--slots",
+            "1024",
+            "--vnet",
+            "--pcap",
+            "x.pcap",
+            "--source-pps",
+            "1000",
+            "--sink",
+        ]);
+        let c = run(&a);
+        assert_eq!(c.socket_dir, PathBuf::from("/tmp/s"));
+        assert_eq!((c.vms, c.backend, c.rings, c.slots), (2, BackendKind::Switch, 2, 1024));
+        assert!(c.vnet && c.sink);
+        assert_eq!(c.pcap, Some(PathBuf::from("x.pcap")));
+        assert_eq!(c.source_pps, Some(1000));
+        assert!(c.validate().is_ok());
+        assert_eq!(c.socket_paths(1).0, PathBuf::from("/tmp/s/vm1-ptnet.sock"));
+        assert_eq!(c.socket_paths(1).1, PathBuf::from("/tmp/s/vm1-memdev.sock"));
+    }
+
+    #[test]
+    fn defaults_and_help() {
+        let c = run(&BASE);
+        assert_eq!((c.rings, c.slots, c.vnet, c.sink), (1, 256, false, false));
+        assert_eq!((c.pcap, c.source_pps), (None, None));
+        assert_eq!(p(&["--help"]), Ok(Command::Help));
+        assert_eq!(p(&["--vms", "1", "--help"]), Ok(Command::Help));
+        let h = help();
+        for f in FLAGS {
+            assert!(h.contains(f), "help lacks {f}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(p(&["--bogus"]), Err(CliError::Unknown("--bogus".into())));
+        assert_eq!(p(&["-h"]), Err(CliError::Unknown("-h".into())));
+        assert_eq!(p(&["stray"]), Err(CliError::Unknown("stray".into())));
+        assert_eq!(p(&["--vms"]), Err(CliError::MissingValue("--vms")));
+        assert_eq!(p(&["--vms", "1", "--vms", "2"]), Err(CliError::Repeated("--vms")));
+        assert_eq!(p(&["--sink=yes"]), Err(CliError::Unexpected("--sink")));
+        assert!(matches!(p(&["--vms", "0"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(p(&["--vms", "65"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(p(&["--rings", "17"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(p(&["--slots", "4"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(p(&["--backend", "vale"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(p(&["--source-pps", "-1"]), Err(CliError::BadValue { .. })));
+        assert!(matches!(p(&["--socket-dir="]), Err(CliError::BadValue { .. })));
+        assert_eq!(
+            p(&["--vms", "1", "--backend", "pipe"]),
+            Err(CliError::Required("--socket-dir"))
+        );
+        assert_eq!(
+            p(&["--socket-dir", "d", "--backend", "pipe"]),
+            Err(CliError::Required("--vms"))
+        );
+        assert_eq!(p(&["--socket-dir", "d", "--vms", "2"]), Err(CliError::Required("--backend")));
+        let e = p(&["--slots", "x"]).unwrap_err();
+        assert_eq!(e.to_string(), "--slots 'x': expected a number in 8..=16384");
+    }
+
+    #[test]
+    fn combinations_are_validated() {
+        let mut c = run(&["--socket-dir", "d", "--vms", "3", "--backend", "pipe"]);
+        assert!(c.validate().is_err(), "pipe needs 2 vms");
+        c.vms = 2;
+        assert!(c.validate().is_ok());
+        for extra in [&["--sink"][..], &["--source-pps", "5"], &["--vnet"]] {
+            let mut a = vec!["--socket-dir", "d", "--vms", "1", "--backend", "reflector"];
+            a.extend_from_slice(extra);
+            assert!(run(&a).validate().is_err(), "{extra:?} without a switch");
+        }
+    }
+}
