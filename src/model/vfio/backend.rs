@@ -81,6 +81,10 @@ pub trait Function: ServerBackend + Send {
     fn irqs(&self) -> Vec<IrqInfo>;
     /// The client disconnected: drop everything it gave us (see the module doc).
     fn disconnect(&mut self);
+    /// What happened on this function so far, for the log (empty if nothing to say).
+    fn summary(&self) -> String {
+        String::new()
+    }
 }
 
 fn einval(msg: impl Into<String>) -> io::Error {
@@ -336,7 +340,7 @@ impl ServerBackend for PtnetBackend {
                 self.dev.set_ram(self.dma.memory());
                 log::debug!("{}: dma map {address:#x}+{size:#x} (offset {offset:#x})", self.name);
             }
-            Ok(o) => log::info!("{}: dma map {address:#x}+{size:#x} not used: {o:?}", self.name),
+            Ok(o) => log::debug!("{}: dma map {address:#x}+{size:#x} not used: {o:?}", self.name),
             Err(e) => log::warn!("{}: dma map {address:#x}+{size:#x} refused: {e}", self.name),
         }
         r.map(|_| ()).map_err(Into::into)
@@ -400,6 +404,23 @@ impl Function for PtnetBackend {
             (INTX_IRQ, u32::from(pin), if pin { intx } else { 0 }),
             (MSIX_IRQ, self.msi.len(), VFIO_IRQ_INFO_EVENTFD),
         ])
+    }
+
+    fn summary(&self) -> String {
+        let n = self.msi.len();
+        let rings: Vec<String> = (0..n)
+            .filter_map(|i| self.dev.counters(i).map(|c| (i, c)))
+            .map(|(i, c)| {
+                let kind = if i < self.dev.port().num_tx_rings() { "tx" } else { "rx" };
+                format!("{kind}{i}: {} frames {} kicks {} irqs", c.packets, c.kicks, c.interrupts)
+            })
+            .collect();
+        format!(
+            "{}; eventfd writes {} (lost {})",
+            rings.join(", "),
+            self.msi.delivered(),
+            self.msi.dropped()
+        )
     }
 
     fn disconnect(&mut self) {

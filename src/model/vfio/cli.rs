@@ -1,6 +1,7 @@
-//! Command line of `ptnet-host` (see [`HELP`]). One flag per option, values after a space or
-//! `=`; an unknown flag, a missing or bad value, a repeated option or a stray argument is an
-//! error (the binary prints it and exits with status 2).
+//! Command line of `ptnet-host` (see [`help`]). One flag per option (no aliases), values after
+//! a space or `=`; a repeated option overrides the earlier one (so a script can append to a
+//! fixed command line); an unknown flag, a missing or bad value or a stray argument is an error
+//! (the binary prints it and exits with status 2).
 
 use super::host::{BackendKind, HostConfig, MAX_RINGS_PER_DIR, MAX_VMS, SLOTS_RANGE};
 use core::fmt;
@@ -39,6 +40,7 @@ options:
   --vnet               switch only: the host endpoint uses 12-byte virtio-net headers
   --pcap FILE          record VM 0's port into a pcap file
   --help               print this help
+Values follow a space or '='; an option given twice takes the last value.
 
 VM k has MAC 52:54:00:12:34:(56+k). A VM may disconnect and a new one connect to the same
 sockets; the host runs until SIGINT or SIGTERM, then removes its sockets. RUST_LOG sets the
@@ -72,8 +74,6 @@ pub enum CliError {
         /// What was expected.
         expected: String,
     },
-    /// A flag given twice.
-    Repeated(&'static str),
     /// A required flag is missing.
     Required(&'static str),
     /// A switch (no value) given a value.
@@ -88,7 +88,6 @@ impl fmt::Display for CliError {
             Self::BadValue { flag, value, expected } => {
                 write!(f, "{flag} '{value}': expected {expected}")
             }
-            Self::Repeated(n) => write!(f, "{n} given twice"),
             Self::Required(n) => write!(f, "{n} is required"),
             Self::Unexpected(n) => write!(f, "{n} takes no value"),
         }
@@ -128,7 +127,6 @@ fn number(flag: &'static str, v: &str, lo: u64, hi: u64) -> Result<u64, CliError
 /// Parses the arguments (without the program name).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
     let mut it = args.into_iter();
-    let mut seen: Vec<&'static str> = Vec::new();
     let (mut dir, mut vms, mut backend) = (None, None, None);
     let mut cfg = HostConfig::new("", 0, BackendKind::Reflector);
     while let Some(arg) = it.next() {
@@ -140,10 +138,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
         let Some(flag) = FLAGS.iter().copied().find(|f| *f == name) else {
             return Err(CliError::Unknown(s));
         };
-        if seen.contains(&flag) {
-            return Err(CliError::Repeated(flag));
-        }
-        seen.push(flag);
         if matches!(flag, "--vnet" | "--sink" | "--help") && inline.is_some() {
             return Err(CliError::Unexpected(flag));
         }
@@ -252,6 +246,14 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_option_overrides() {
+        let mut a = BASE.to_vec();
+        a.extend(["--backend", "reflector", "--vms=1"]);
+        let c = run(&a);
+        assert_eq!((c.backend, c.vms), (BackendKind::Reflector, 1));
+    }
+
+    #[test]
     fn defaults_and_help() {
         let c = run(&BASE);
         assert_eq!((c.rings, c.slots, c.vnet, c.sink), (1, 256, false, false));
@@ -270,7 +272,6 @@ mod tests {
         assert_eq!(p(&["-h"]), Err(CliError::Unknown("-h".into())));
         assert_eq!(p(&["stray"]), Err(CliError::Unknown("stray".into())));
         assert_eq!(p(&["--vms"]), Err(CliError::MissingValue("--vms")));
-        assert_eq!(p(&["--vms", "1", "--vms", "2"]), Err(CliError::Repeated("--vms")));
         assert_eq!(p(&["--sink=yes"]), Err(CliError::Unexpected("--sink")));
         assert!(matches!(p(&["--vms", "0"]), Err(CliError::BadValue { .. })));
         assert!(matches!(p(&["--vms", "65"]), Err(CliError::BadValue { .. })));

@@ -370,6 +370,10 @@ pub fn serve(server: Server, mut f: Box<dyn Function>, stop: Arc<AtomicBool>) {
             f.disconnect();
             break;
         }
+        let summary = f.summary();
+        if !summary.is_empty() {
+            log::info!("{}: {summary}", f.name());
+        }
         match r {
             Ok(Ok(())) => log::info!("{}: client disconnected", f.name()),
             Ok(Err(e)) => log::warn!("{}: connection ended: {e}", f.name()),
