@@ -733,3 +733,26 @@ fn sockets_in_use_are_refused_and_stale_ones_replaced() {
     host.shutdown();
     let _ = std::fs::remove_dir(&dir);
 }
+
+/// The three topologies: regions per VM (reflector, switch) or one shared region (pipe).
+#[test]
+fn topologies() {
+    let t = topology(3, BackendKind::Reflector);
+    let ids: Vec<u16> = t.vms.iter().map(|v| v.port.mem().mem_id()).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert!(t.switch.is_none());
+    let mut cfg = HostConfig::new(tmp_path("unused"), 2, BackendKind::Switch);
+    cfg.sink = true;
+    cfg.vnet = true;
+    cfg.rings = 2;
+    let t = Topology::build(&cfg).unwrap();
+    assert_eq!(t.switch.as_ref().unwrap().num_ports(), 3, "two vms and the host endpoint");
+    assert!(t.vms.iter().all(|v| v.port.num_tx_rings() == 2 && v.msi.len() == 4));
+    assert!(!Arc::ptr_eq(t.vms[0].port.mem(), t.vms[1].port.mem()), "isolated regions");
+    let t = topology(2, BackendKind::Pipe);
+    assert!(Arc::ptr_eq(t.vms[0].port.mem(), t.vms[1].port.mem()), "one shared region");
+    let m: Vec<MemdevBackend> =
+        t.vms.iter().map(|v| MemdevBackend::new("m", v.memdev.clone()).unwrap()).collect();
+    assert_eq!(m[0].regions()[1].mmap_fd, m[1].regions()[1].mmap_fd);
+    assert!(Topology::build(&HostConfig::new(tmp_path("unused"), 3, BackendKind::Pipe)).is_err());
+}
