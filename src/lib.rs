@@ -13,6 +13,7 @@
 //! | [`nm`] | views of `netmap_if`, `netmap_ring` and slots over shared memory |
 //! | [`platform`] | what the driver needs from its environment: PCI config/BARs, DMA, MSI-X, clock; `sim` (the model) and `redox` |
 //! | [`driver`] | the guest driver core: probe, bring-up (§6), syncs (§8.2–8.4), copy path (§8.5), interrupts (§9), teardown (§11) |
+//! | [`selftest`] | the zero-copy self test: N verified frames out and back through a reflecting port, one PASS/FAIL line |
 //! | `model` | (host builds) the emulated hypervisor: PCI functions, registers, guest memory, netmap region, kloop, ports |
 //!
 //! The schemes and the zero-copy client follow in later layers.
@@ -26,6 +27,7 @@ pub mod logger;
 pub mod nm;
 pub mod platform;
 pub mod ring;
+pub mod selftest;
 pub mod shm;
 
 #[cfg(not(target_os = "redox"))]

@@ -10,6 +10,8 @@ use core::fmt;
 use std::time::Duration;
 
 pub mod cfg;
+#[cfg(target_os = "linux")]
+pub mod linux;
 #[cfg(not(target_os = "redox"))]
 pub mod sim;
 
