@@ -9,7 +9,8 @@
 #
 # Options:
 #   --frames N       frames for the selftest (default 100000, at least 100000 each way is the bar)
-#   --host-args "A"  extra ptnet-host options (e.g. "--sink --source-pps 1000" or "--vnet")
+#   --host-args "A"  extra ptnet-host options, appended (the last value wins), e.g.
+#                    "--backend switch --sink --source-pps 1000"
 #   --timeout S      limit for the QEMU run in seconds (default 200)
 #   --guest-libc L   musl | glibc | auto (default auto: musl, else glibc + its libraries)
 #   --no-build       do not run cargo; use existing binaries (PTNETD_BIN / PTNET_HOST_BIN or target/)

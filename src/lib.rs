@@ -11,12 +11,16 @@
 //! | [`ring`] | netmap ring arithmetic and the validation chains of §7.5 |
 //! | [`csb`] | paired CSB protocol functions (§5.4): publish ↔ read, re-arm then re-check |
 //! | [`nm`] | views of `netmap_if`, `netmap_ring` and slots over shared memory |
-//! | [`platform`] | what the driver needs from its environment: PCI config/BARs, DMA, MSI-X, clock; `sim` (the model) and `redox` |
+//! | [`platform`] | what the driver needs from its environment: PCI config/BARs, DMA, MSI-X, clock; `sim` (the model), `linux` (sysfs + pagemap, for a Linux guest) and `redox` |
 //! | [`driver`] | the guest driver core: probe, bring-up (§6), syncs (§8.2–8.4), copy path (§8.5), interrupts (§9), teardown (§11) |
 //! | [`selftest`] | the zero-copy self test: N verified frames out and back through a reflecting port, one PASS/FAIL line |
 //! | `model` | (host builds) the emulated hypervisor: PCI functions, registers, guest memory, netmap region, kloop, ports |
 //!
-//! The schemes and the zero-copy client follow in later layers.
+//! | [`selftest`] | the zero-copy self test (`--selftest N`) against a reflector |
+//!
+//! Binaries: `ptnetd` (the daemon; the embedded-model job by default) and `ptnet-host` (the
+//! device model as a vfio-user server for QEMU). The schemes and the zero-copy client follow in
+//! later layers.
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

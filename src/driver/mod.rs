@@ -174,7 +174,10 @@ impl fmt::Display for DeviceInfo {
 pub struct Ptnet<P: Platform> {
     nic: P::Function,
     memdev: P::Function,
-    csb: Dma,
+    /// The GH (atok) and HG (ktoa) arrays: one zeroed page each (§5.1: the protocol passes the
+    /// two addresses separately, so they need not be adjacent; separate pages spare platforms
+    /// the search for physically contiguous memory).
+    csb: [Dma; 2],
     region: Region,
     irqs: Vec<P::Irq>,
     info: DeviceInfo,
@@ -254,8 +257,8 @@ impl<P: Platform> Ptnet<P> {
         }
         let n = n as u32;
         // B4: CSB, two zeroed pages; addresses high word first, GH then HG (§5.1).
-        let csb = platform.alloc_dma(2 * 4096)?;
-        let (gh_pa, hg_pa) = (csb.phys, csb.phys + 4096);
+        let csb = [platform.alloc_dma(4096)?, platform.alloc_dma(4096)?];
+        let (gh_pa, hg_pa) = (csb[0].phys, csb[1].phys);
         for (bah, bal, pa) in [
             (regs::CSB_GH_BAH, regs::CSB_GH_BAL, gh_pa),
             (regs::CSB_HG_BAH, regs::CSB_HG_BAL, hg_pa),
@@ -427,7 +430,7 @@ impl<P: Platform> Ptnet<P> {
                 counts.tx, counts.rx, self.info.tx_rings, self.info.rx_rings
             )));
         }
-        let (gh, hg) = (self.csb.region.sub(0, 4096)?, self.csb.region.sub(4096, 4096)?);
+        let (gh, hg) = (self.csb[0].region.sub(0, 4096)?, self.csb[1].region.sub(0, 4096)?);
         let total = self.info.tx_rings + self.info.rx_rings;
         for i in 0..total {
             let tx = i < self.info.tx_rings;
