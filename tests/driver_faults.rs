@@ -135,8 +135,8 @@ fn bring_up_matrix() {
         for vnet in [false, true] {
             for on_switch in [false, true] {
                 let cfg = DriverConfig { vnet_hdr: vnet, ..Default::default() };
+                let sw = Switch::new("vale-m"); // owned here: ports refer to it weakly
                 let (pa, pb) = if on_switch {
-                    let sw = Switch::new("vale-m");
                     let (a, b) = (port(21, rings, slots), port(22, rings, slots));
                     sw.attach_port(&a);
                     sw.attach_port(&b);

@@ -1,5 +1,8 @@
 //! A VALE-like learning switch (spec §7.1, §10; vale(4)).
 //!
+//! Any number of ports. The switch owns its endpoints; a netmap port refers back to its switch
+//! weakly, so whoever built the topology keeps the `Arc<Switch>`.
+//!
 //! Any number of ports. Each frame a port transmits is forwarded synchronously (TX completes at
 //! once: `hwcur = head`, `hwtail = prev(head)`, §8.6 TX 3c): the source MAC is learnt, a known
 //! unicast destination gets the frame, unknown unicast, multicast and broadcast are flooded to
@@ -70,17 +73,22 @@ impl std::fmt::Debug for Switch {
     }
 }
 
-/// The TX backend of a netmap port attached to a switch.
+/// The TX backend of a netmap port attached to a switch. It holds the switch weakly (the
+/// switch holds its ports), so dropping the switch's last owner frees both; frames sent after
+/// that are dropped.
 struct SwitchPort {
-    sw: Arc<Switch>,
+    sw: std::sync::Weak<Switch>,
     no: usize,
 }
 
 impl TxBackend for SwitchPort {
     fn transmit(&self, port: &NmPort, hr: &mut HostRing) -> Result<(), PortError> {
         let id = hr.id;
+        let sw = self.sw.upgrade();
         port.for_each_tx_frame(hr, |f, _| {
-            self.sw.forward(self.no, port.vnet_hdr_len(), id, f);
+            if let Some(sw) = &sw {
+                sw.forward(self.no, port.vnet_hdr_len(), id, f);
+            }
             true
         });
         hr.kring.hwtail = ring::prev(hr.kring.hwcur, hr.kring.num_slots);
@@ -128,7 +136,7 @@ impl Switch {
     /// Attaches a netmap port: its TX rings now feed the switch, and it receives from it.
     pub fn attach_port(self: &Arc<Self>, port: &Arc<NmPort>) -> usize {
         let no = self.attach(port.clone());
-        port.set_backend(Arc::new(SwitchPort { sw: self.clone(), no }));
+        port.set_backend(Arc::new(SwitchPort { sw: Arc::downgrade(self), no }));
         no
     }
 
