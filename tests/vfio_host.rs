@@ -657,6 +657,11 @@ fn end_to_end_two_vms_on_the_switch() {
         assert_eq!(b.guest.recv(&mut b.ptnet).as_deref(), Some(&f[..]), "frame {seq}");
     }
     let sink = host.topology().sink.clone().unwrap();
+    // The switch floods VM1 first, then the sink: the last frame may still be on its way.
+    let t0 = Instant::now();
+    while sink.frames.load(std::sync::atomic::Ordering::Relaxed) < 5 && t0.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(sink.frames.load(std::sync::atomic::Ordering::Relaxed), 5, "flooded to the sink");
     let vm0 = host.topology().vms[0].clone();
     assert!(vm0.ptnet.is_running());
