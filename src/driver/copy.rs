@@ -196,6 +196,13 @@ impl<P: Platform> Ptnet<P> {
     /// End of a TX burst (§8.5 TX 4): publish head/cur, kick with `NAF_FORCE_RECLAIM` if the
     /// host asks for kicks.
     pub fn flush_tx(&mut self, i: u32) -> Result<(), DriverError> {
+        self.publish(i, NAF_FORCE_RECLAIM)
+    }
+
+    /// The "ring update" of both directions: if our private head moved past what the host saw,
+    /// set head = cur = it (shared ring, rhead/rcur), publish cur then head (§5.4 rule 1), and
+    /// kick with `flags` if `kern_need_kick` reads 1 after the E7 fence.
+    fn publish(&mut self, i: u32, flags: u32) -> Result<(), DriverError> {
         let mut c = self.copy_state(i)?;
         let r = self.ring_mut(i)?;
         if c.unpublished == 0 && c.head == r.k.rhead {
@@ -208,7 +215,7 @@ impl<P: Platform> Ptnet<P> {
         r.atok.appl_publish_head_cur(c.head, c.head);
         let kick = fence_then_read_flag(|| r.ktoa.kern_need_kick()) != 0;
         if kick {
-            r.atok.set_sync_flags(NAF_FORCE_RECLAIM);
+            r.atok.set_sync_flags(flags);
             r.stats.kicks += 1;
         }
         c.unpublished = 0;
@@ -360,26 +367,6 @@ impl<P: Platform> Ptnet<P> {
     /// End of an RX burst (§8.5 RX 3): release consumed slots (head = cur = our head, rule 1)
     /// and kick with `NAF_FORCE_READ` if the host asks for kicks.
     pub fn flush_rx(&mut self, i: u32) -> Result<(), DriverError> {
-        let mut c = self.copy_state(i)?;
-        let r = self.ring_mut(i)?;
-        if c.head == r.k.rhead {
-            return Ok(());
-        }
-        r.k.rhead = c.head;
-        r.k.rcur = c.head;
-        r.view.set_head(c.head);
-        r.view.set_cur(c.head);
-        r.atok.appl_publish_head_cur(c.head, c.head);
-        let kick = fence_then_read_flag(|| r.ktoa.kern_need_kick()) != 0;
-        if kick {
-            r.atok.set_sync_flags(NAF_FORCE_READ);
-            r.stats.kicks += 1;
-        }
-        c.unpublished = 0;
-        self.copy[i as usize] = c;
-        if kick {
-            self.kick(i);
-        }
-        Ok(())
+        self.publish(i, NAF_FORCE_READ)
     }
 }

@@ -236,6 +236,16 @@ impl KloopCtx {
         }
     }
 
+    /// §8.6 TX 3f / RX 2d: if the ring has news for the guest and the guest wants interrupts
+    /// (read after the E7 full fence), raise its vector. Direct mode raises nothing here.
+    fn notify_guest(&self, i: u32, direct: bool, p: &mut RingProc) {
+        let atok = &self.atok[i as usize];
+        if !direct && p.pending_irq && fence_then_read_flag(|| atok.appl_need_kick()) != 0 {
+            self.raise(i);
+            p.pending_irq = false;
+        }
+    }
+
     /// Per-ring TX processing (§8.6 TX 1–4).
     fn process_tx(&self, i: u32, p: &mut RingProc) {
         let (atok, ktoa) = (&self.atok[i as usize], &self.ktoa[i as usize]);
@@ -268,10 +278,7 @@ impl KloopCtx {
             }
             let (rhead, hwtail) = (hr.kring.rhead, hr.kring.hwtail);
             drop(hr);
-            if !direct && p.pending_irq && fence_then_read_flag(|| atok.appl_need_kick()) != 0 {
-                self.raise(i);
-                p.pending_irq = false;
-            }
+            self.notify_guest(i, direct, p);
             let new = atok.kern_read();
             if new.head == rhead {
                 let again = rearm_then_recheck(
@@ -291,10 +298,7 @@ impl KloopCtx {
                 break; // host ring full: the backend's completion will wake us
             }
         }
-        if !direct && p.pending_irq && fence_then_read_flag(|| atok.appl_need_kick()) != 0 {
-            self.raise(i);
-            p.pending_irq = false;
-        }
+        self.notify_guest(i, direct, p);
         if direct {
             ktoa.set_kern_need_kick(1); // no loop thread to rescue a ring left at 0
         }
@@ -341,10 +345,7 @@ impl KloopCtx {
             if released {
                 self.port.rx_released(ring_id);
             }
-            if !direct && p.pending_irq && fence_then_read_flag(|| atok.appl_need_kick()) != 0 {
-                self.raise(i);
-                p.pending_irq = false;
-            }
+            self.notify_guest(i, direct, p);
             shadow = atok.kern_read();
             if hwtail == ring::prev(shadow.head, n) || self.port.rx_blocked(ring_id) {
                 // The guest holds every buffer (or a host producer waits for room): ask for a
@@ -366,10 +367,7 @@ impl KloopCtx {
                 break;
             }
         }
-        if !direct && p.pending_irq && fence_then_read_flag(|| atok.appl_need_kick()) != 0 {
-            self.raise(i);
-            p.pending_irq = false;
-        }
+        self.notify_guest(i, direct, p);
         if direct {
             ktoa.set_kern_need_kick(1);
         }

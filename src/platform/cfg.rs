@@ -116,6 +116,9 @@ pub fn msix<F: PciFunction>(f: &F) -> Option<MsixInfo> {
             return None;
         }
         let h = f.config_read(p);
+        if h == u32::MAX {
+            return None; // the function is gone (reads all-ones)
+        }
         if h & 0xff == 0x11 {
             let table = f.config_read(p + 4);
             let pba = f.config_read(p + 8);

@@ -79,7 +79,6 @@ pub const MSI_FIRST_VECTOR: u32 = 0x40;
 
 const IORESOURCE_IO: u64 = 0x100;
 const IORESOURCE_MEM: u64 = 0x200;
-const MSIX_CAP_ID: u32 = 0x11;
 
 fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
@@ -721,26 +720,9 @@ impl PciFunction for LinuxFunction {
     }
 }
 
-/// Offset of the MSI-X capability (id 0x11): a walk of at most 48 entries, each at ≥ 0x40.
+/// Offset of the MSI-X capability (id 0x11), found with [`cfg::msix`]'s bounded walk.
 pub fn msix_capability<F: PciFunction>(f: &F) -> Option<u16> {
-    if (f.config_read(0x04) >> 16) & 0x10 == 0 {
-        return None;
-    }
-    let mut p = (f.config_read(0x34) & 0xfc) as u16;
-    for _ in 0..48 {
-        if p < 0x40 {
-            return None;
-        }
-        let h = f.config_read(p);
-        if h == u32::MAX {
-            return None;
-        }
-        if h & 0xff == MSIX_CAP_ID {
-            return Some(p);
-        }
-        p = ((h >> 8) & 0xfc) as u16;
-    }
-    None
+    crate::platform::cfg::msix(f).map(|m| m.offset)
 }
 
 // ------------------------------------------------------------------------------------------

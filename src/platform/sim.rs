@@ -22,8 +22,6 @@ impl SimFunction {
     }
 }
 
-const MSIX_CAP_ID: u32 = 0x11;
-
 impl PciFunction for SimFunction {
     fn name(&self) -> String {
         format!("pci-0000-00-{:02x}.0", self.slot)
@@ -49,19 +47,12 @@ impl PciFunction for SimFunction {
         Ok(r.sub(0, len)?)
     }
     fn enable_msix(&mut self) -> Result<(), PlatformError> {
-        let mut p = (self.f.config_read(0x34, 1) & 0xfc) as u16;
-        for _ in 0..48 {
-            if p == 0 {
-                break;
-            }
-            let hdr = self.f.config_read(p, 4);
-            if hdr & 0xff == MSIX_CAP_ID {
-                self.f.config_write(p, 4, hdr | 1 << 31);
-                return Ok(());
-            }
-            p = ((hdr >> 8) & 0xfc) as u16;
-        }
-        Err(PlatformError::NotFound("msi-x capability".into()))
+        let cap = super::cfg::msix(self)
+            .ok_or_else(|| PlatformError::NotFound("msi-x capability".into()))?
+            .offset;
+        let hdr = self.f.config_read(cap, 4);
+        self.f.config_write(cap, 4, hdr | 1 << 31);
+        Ok(())
     }
 }
 
