@@ -547,3 +547,109 @@ fn memdev_matched_by_memid() {
     assert_ne!(nic.config_read(0x0b, 1), md.config_read(0x0b, 1));
     let _ = ids::MEMDEV_CLASS;
 }
+
+/// §8.6 kick suppression as the guest sees it: an idle TX ring asks for kicks
+/// (`kern_need_kick` = 1); an RX ring with room does not (0); an RX ring whose buffers the guest
+/// all holds asks for a kick (1), and the guest's release with that kick lets traffic resume.
+#[test]
+fn kern_need_kick_follows_the_host_state() {
+    let (_vm, mut ga, mut gb) = pipe_pair(64);
+    let f: Vec<_> = (0..10).map(|s| make_frame(B, A, s, 60)).collect();
+    assert_eq!(transfer(&mut ga, &mut gb, &f), f);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(ga.tx(0).ktoa.kern_need_kick(), 1, "idle TX ring: the host sleeps, wants kicks");
+    assert_eq!(gb.rx(0).ktoa.kern_need_kick(), 0, "RX ring with room: no kicks needed");
+    // Fill B's RX ring without consuming: 63 usable slots, then 7 more frames wait in A's TX.
+    for s in 0..70 {
+        let t0 = std::time::Instant::now();
+        while !ga.put_tx(0, &make_frame(B, A, 100 + s, 60)) {
+            ga.txsync(0, NAF_FORCE_RECLAIM);
+            assert!(t0.elapsed() < T, "tx ring stuck at frame {s}");
+        }
+        ga.txsync(0, 0);
+    }
+    let t0 = std::time::Instant::now();
+    // Full as the host sees it: hwtail == prev(head as last published by the guest).
+    let full = |g: &Guest| {
+        g.rx(0).ktoa.appl_read().1 == ptnetd::ring::prev(g.rx(0).atok.kern_read().head, 64)
+    };
+    while !full(&gb) && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(full(&gb), "the RX ring filled up");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(gb.rx(0).ktoa.kern_need_kick(), 1, "guest holds every RX buffer: host wants a kick");
+    let kicks = gb.dev.counters(gb.ntx).unwrap().kicks;
+    let mut got = 0;
+    let ok = gb.poll_until(T, |g| {
+        while g.get_rx(0).is_some() {
+            got += 1;
+        }
+        got == 70
+    });
+    assert!(ok, "only {got} of 70 after the release");
+    assert!(gb.kicks > 0);
+    assert!(gb.dev.counters(gb.ntx).unwrap().kicks > kicks, "the release was kicked");
+}
+
+/// §10: a TSO frame (virtio-net header: NEEDS_CSUM, GSO_TCPV4, MSS 1000) from a port with
+/// headers reaches a port without headers as MSS-sized segments with valid checksums.
+#[test]
+fn switch_segments_and_checksums_for_a_port_without_headers() {
+    use ptnetd::model::offload::{internet_checksum, pseudo_header_sum};
+    let sw = Switch::new("vale-tso");
+    let (vm1, d1, p1) = vm_with_port(1, 256);
+    let (vm2, d2, p2) = vm_with_port(1, 256);
+    sw.attach_port(&p1);
+    sw.attach_port(&p2);
+    let mut g1 = Guest::attach(&vm1, &d1, &Opts { want_vnet: true, ..Default::default() });
+    let mut g2 = Guest::attach(&vm2, &d2, &Opts::default());
+    assert_eq!((g1.hdr_len, g2.hdr_len), (12, 0));
+    assert_eq!((g1.create(), g2.create()), (0, 0));
+    let (src, dst) = ([10u8, 0, 0, 1], [10u8, 0, 0, 2]);
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 31 + 7) as u8).collect();
+    let mut f = vec![1u8, 1, 54, 0, 0xe8, 0x03, 34, 0, 16, 0, 0, 0]; // vnet header (LE fields)
+    f.extend_from_slice(&B);
+    f.extend_from_slice(&A);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+    ip[2..4].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    f.extend_from_slice(&ip);
+    let mut tcp = vec![
+        0x30, 0x39, 0x00, 0x50, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+    let seed = pseudo_header_sum(&src, &dst, 6, (20 + payload.len()) as u32);
+    tcp[16..18].copy_from_slice(&seed.to_be_bytes());
+    f.extend_from_slice(&tcp);
+    f.extend_from_slice(&payload);
+    let mut got = Vec::new();
+    let mut sent = false;
+    let ok = g2.poll_until(T, |g2| {
+        if !sent {
+            sent = g1.put_tx(0, &f);
+            g1.txsync(0, 0);
+        }
+        while let Some(x) = g2.get_rx(0) {
+            got.push(x);
+        }
+        got.len() >= 3
+    });
+    assert!(ok, "{} segments", got.len());
+    let mut joined = Vec::new();
+    for (k, s) in got.iter().enumerate() {
+        let ip = &s[14..34];
+        assert_eq!(internet_checksum(ip, 0), 0, "segment {k}: IPv4 header checksum");
+        let tcp = &s[34..];
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, 20 + tcp.len());
+        let ph = pseudo_header_sum(&src, &dst, 6, tcp.len() as u32);
+        assert_eq!(internet_checksum(tcp, ph as u32), 0, "segment {k}: TCP checksum");
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        assert_eq!(seq, 1000 + 1000 * k as u32);
+        assert_eq!(tcp[20..].len(), 1000);
+        joined.extend_from_slice(&tcp[20..]);
+    }
+    assert_eq!(joined, payload);
+    assert_eq!(got.len(), 3);
+}

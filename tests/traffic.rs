@@ -5,6 +5,15 @@
 
 mod common;
 
+/// Prints a measurement so that it shows in `cargo test` output even when the test passes
+/// (the harness captures `eprintln!`, not direct writes to standard error).
+macro_rules! report {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use common::*;
 use ptnetd::abi::csb::NAF_FORCE_RECLAIM;
 use ptnetd::model::pcap::{tshark_verify, PcapTap, PcapTapError};
@@ -91,7 +100,7 @@ fn a_million_mixed_frames_across_the_switch() {
         }
     }
     let el = t0.elapsed();
-    eprintln!(
+    report!(
         "traffic: {total} frames, {:.1} MB in {:.2?} ({:.0} kpps) kicks tx={} rx={} irqs rx={}",
         bytes as f64 / 1e6,
         el,
@@ -110,14 +119,14 @@ fn a_million_mixed_frames_across_the_switch() {
     assert_eq!(tap.frames(), total);
     match tshark_verify(&path) {
         Ok(r) => {
-            eprintln!("tshark: {r:?}");
+            report!("tshark: {r:?}");
             assert_eq!(r.frames, total);
             assert_eq!(r.bytes, bytes);
             assert_eq!(r.malformed, 0);
             assert_eq!(r.expert_errors, 0);
         }
         Err(PcapTapError::ToolMissing) if std::env::var_os("CI").is_none() => {
-            eprintln!("tshark not installed: pcap check skipped (CI installs it)");
+            report!("tshark not installed: pcap check skipped (CI installs it)");
         }
         Err(e) => panic!("tshark: {e}"),
     }
