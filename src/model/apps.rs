@@ -1,15 +1,17 @@
-//! Host-side traffic endpoints: a sink that counts (and optionally verifies) every frame, and a
-//! source that generates frames at full speed (or a set rate), like netmap's `pkt-gen`.
+//! Host-side traffic endpoints: a sink that counts (and optionally verifies) every frame, a
+//! source that generates frames at full speed (or a set rate), like netmap's `pkt-gen`, and a
+//! reflect endpoint that sends frames back to whoever sent them.
 //!
-//! Both work directly on a netmap port (the sink as the port's TX backend, the source filling
-//! its RX rings) or on a switch port.
+//! The sink and the source work directly on a netmap port (the sink as the port's TX backend,
+//! the source filling its RX rings) or on a switch port; [`Reflect`] is a switch port only.
 
 use super::notify::Notifier;
 use super::port::{Frame, HostRing, NmPort, PortError, TxBackend};
 use super::switch::{Switch, SwitchEndpoint};
 use crate::ring;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -257,4 +259,301 @@ pub fn udp_frames(src: [u8; 6], dst: [u8; 6], size: usize) -> FrameGen {
         let k = start + size - buf.len();
         buf.extend((0..k).map(|i| (seq as usize + i) as u8));
     })
+}
+
+// ------------------------------------------------------------------------------------------
+// Reflect
+
+/// Settings of a [`Reflect`] endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReflectConfig {
+    /// The endpoint's MAC address: frames sent to it come back.
+    pub mac: [u8; 6],
+    /// Virtio-net header length of its switch port.
+    pub hdr_len: u32,
+    /// Most frames waiting to be sent back; more are dropped (`queue_drops`).
+    pub capacity: usize,
+    /// How long a frame its destination refuses (RX ring full) is offered again before it is
+    /// dropped (`undelivered`).
+    pub retry: Duration,
+}
+
+impl ReflectConfig {
+    /// `mac`, no virtio-net header, 1024 frames of queue, 1 s of retries.
+    pub fn new(mac: [u8; 6]) -> Self {
+        Self { mac, hdr_len: 0, capacity: 1024, retry: Duration::from_secs(1) }
+    }
+}
+
+/// Counters of a [`Reflect`] endpoint.
+#[derive(Debug, Default)]
+pub struct ReflectStats {
+    /// Frames addressed to the endpoint and queued.
+    pub queued: AtomicU64,
+    /// Frames sent back and accepted by their destination.
+    pub reflected: AtomicU64,
+    /// Frames dropped because the queue was full (or the endpoint stopped).
+    pub queue_drops: AtomicU64,
+    /// Frames dropped because their destination refused them for the whole retry time, the
+    /// switch was gone, or the endpoint stopped with them queued.
+    pub undelivered: AtomicU64,
+    /// Times a refused frame was offered again.
+    pub retries: AtomicU64,
+    /// Frames not for it: addressed to another MAC (flooded unknown unicast), multicast or
+    /// broadcast, from a multicast address or its own, or shorter than two MAC addresses.
+    pub ignored: AtomicU64,
+}
+
+impl ReflectStats {
+    /// `queued=… reflected=… ignored=… queue_drops=… undelivered=… retries=…`.
+    pub fn summary(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "queued={} reflected={} ignored={} queue_drops={} undelivered={} retries={}",
+            g(&self.queued),
+            g(&self.reflected),
+            g(&self.ignored),
+            g(&self.queue_drops),
+            g(&self.undelivered),
+            g(&self.retries),
+        )
+    }
+}
+
+/// Frames waiting for the worker, as `(ring hint, frame with header)`.
+struct ReflectQueue {
+    frames: VecDeque<(u32, Vec<u8>)>,
+    free: Vec<Vec<u8>>,
+    stop: bool,
+}
+
+struct ReflectShared {
+    q: Mutex<ReflectQueue>,
+    cv: Condvar,
+}
+
+impl ReflectShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReflectQueue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next frame, or `None` once stopped.
+    fn next(&self) -> Option<(u32, Vec<u8>)> {
+        let mut q = self.lock();
+        loop {
+            if q.stop {
+                return None;
+            }
+            if let Some(f) = q.frames.pop_front() {
+                return Some(f);
+            }
+            q = self.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.lock().stop
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        let mut q = self.lock();
+        if q.free.len() < 64 {
+            q.free.push(buf);
+        }
+    }
+}
+
+/// A switch endpoint that sends every frame addressed to its MAC back into the switch, from its
+/// own port, with the destination and source MAC addresses swapped: the frame returns, unicast,
+/// to its sender (the switch learnt the sender's address when the frame came in, and learns the
+/// endpoint's from the answer, so after the first frame nothing is flooded). Like netmap's
+/// `pkt-gen -f reflect`, but on a VALE port of the host.
+///
+/// [`SwitchEndpoint::receive`] runs under the switch's lock, so it only queues a copy (bounded:
+/// a full queue drops and counts); a worker thread sends the copies in order. A frame whose
+/// destination refuses it (its RX ring is full) is offered again whenever a port on the switch
+/// releases RX slots ([`Switch::space`]), for at most [`ReflectConfig::retry`]: a guest that keeps
+/// at most half its RX ring in flight gets every frame back even while other traffic (a
+/// source's broadcasts) fills the rest. Frames in the queue wait behind such a frame.
+///
+/// The worker holds the switch weakly and stops when the endpoint is dropped or
+/// [`Reflect::stop`]ped.
+pub struct Reflect {
+    cfg: ReflectConfig,
+    no: std::sync::OnceLock<usize>,
+    shared: Arc<ReflectShared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    /// Counters.
+    pub stats: Arc<ReflectStats>,
+}
+
+impl std::fmt::Debug for Reflect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reflect(port {}, {})", self.port_no(), self.stats.summary())
+    }
+}
+
+impl Reflect {
+    /// Attaches a reflect endpoint to `sw` and starts its worker thread.
+    pub fn attach(sw: &Arc<Switch>, cfg: ReflectConfig) -> std::io::Result<Arc<Self>> {
+        let shared = Arc::new(ReflectShared {
+            q: Mutex::new(ReflectQueue { frames: VecDeque::new(), free: Vec::new(), stop: false }),
+            cv: Condvar::new(),
+        });
+        let stats = Arc::new(ReflectStats::default());
+        let this = Arc::new(Self {
+            cfg,
+            no: std::sync::OnceLock::new(),
+            shared: shared.clone(),
+            worker: Mutex::new(None),
+            stats: stats.clone(),
+        });
+        // Until the worker runs, frames just queue.
+        let no = sw.attach(this.clone());
+        let _ = this.no.set(no);
+        let weak = Arc::downgrade(sw);
+        let spawned = std::thread::Builder::new()
+            .name("ptnet-reflect".into())
+            .spawn(move || reflect_worker(&shared, &stats, &weak, no, cfg));
+        match spawned {
+            Ok(h) => {
+                *this.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+                Ok(this)
+            }
+            Err(e) => {
+                sw.detach(no);
+                Err(e)
+            }
+        }
+    }
+
+    /// Its port number on the switch.
+    pub fn port_no(&self) -> usize {
+        self.no.get().copied().unwrap_or(usize::MAX)
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ReflectConfig {
+        &self.cfg
+    }
+
+    /// Frames waiting to be sent back.
+    pub fn queue_len(&self) -> usize {
+        self.shared.lock().frames.len()
+    }
+
+    /// `true` while the worker thread runs.
+    pub fn is_running(&self) -> bool {
+        let w = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        w.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Stops the worker (within a few milliseconds, even while it retries a frame) and waits
+    /// for it; queued frames are dropped and counted as `undelivered`. Later frames are
+    /// dropped as `queue_drops`. Idempotent.
+    pub fn stop(&self) {
+        {
+            let mut q = self.shared.lock();
+            q.stop = true;
+            let left = q.frames.len() as u64;
+            q.frames.clear();
+            self.stats.undelivered.fetch_add(left, Ordering::Relaxed);
+        }
+        self.shared.cv.notify_all();
+        let h = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = h {
+            // The worker may drop the last reference to the switch, and so to us: it cannot
+            // wait for itself, and it ends on its own once it sees `stop`.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Reflect {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl SwitchEndpoint for Reflect {
+    fn hdr_len(&self) -> u32 {
+        self.cfg.hdr_len
+    }
+
+    fn receive(&self, ring: u32, frame: &Frame<'_>) -> bool {
+        let mut eth = [0u8; 12];
+        let full = frame.read_at(self.cfg.hdr_len as usize, &mut eth) == eth.len();
+        let (dst, src) = eth.split_at(6);
+        if !full || dst != self.cfg.mac || src[0] & 1 != 0 || src == self.cfg.mac {
+            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let mut q = self.shared.lock();
+        if q.stop || q.frames.len() >= self.cfg.capacity {
+            drop(q);
+            self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut buf = q.free.pop().unwrap_or_default();
+        buf.clear();
+        frame.gather(&mut buf);
+        q.frames.push_back((ring, buf));
+        drop(q);
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.cv.notify_one();
+        true
+    }
+}
+
+fn reflect_worker(
+    shared: &ReflectShared,
+    stats: &ReflectStats,
+    sw: &Weak<Switch>,
+    no: usize,
+    cfg: ReflectConfig,
+) {
+    let h = cfg.hdr_len as usize;
+    while let Some((ring, mut f)) = shared.next() {
+        if let Some(macs) = f.get_mut(h..h + 12) {
+            let (dst, src) = macs.split_at_mut(6);
+            dst.swap_with_slice(src);
+        }
+        let sent = offer(shared, stats, sw, no, cfg, ring, &f);
+        let c = if sent { &stats.reflected } else { &stats.undelivered };
+        c.fetch_add(1, Ordering::Relaxed);
+        shared.recycle(f);
+    }
+}
+
+/// Forwards `f` from port `no`, offering it again while nobody accepts it (see [`Reflect`]).
+/// The switch is held only while forwarding, never while waiting: dropping it (and so this
+/// endpoint) is not delayed by a frame under retry.
+fn offer(
+    shared: &ReflectShared,
+    stats: &ReflectStats,
+    sw: &Weak<Switch>,
+    no: usize,
+    cfg: ReflectConfig,
+    ring: u32,
+    f: &[u8],
+) -> bool {
+    let deadline = Instant::now() + cfg.retry;
+    loop {
+        let Some(switch) = sw.upgrade() else { return false };
+        let space = switch.space.clone();
+        let g = space.generation();
+        let accepted = switch.forward(no, cfg.hdr_len, ring, &Frame::Bytes(f)) > 0;
+        drop(switch);
+        if accepted {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline || shared.stopped() {
+            return false;
+        }
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        space.wait(g, (deadline - now).min(Duration::from_millis(2)));
+    }
 }

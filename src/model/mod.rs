@@ -10,7 +10,7 @@
 //! | [`kloop`] | the host sync loop, per-ring TX/RX processing, counters (§8.6) |
 //! | [`switch`] | a VALE-like learning switch with header conversion (§10) |
 //! | [`offload`] | virtio-net header conversion, software checksum and segmentation (§10) |
-//! | [`apps`] | source and sink endpoints |
+//! | [`apps`] | source, sink and reflect endpoints |
 //! | [`hostile`] | a misbehaving host that scribbles on host-written memory (driver tests) |
 //! | [`pcap`] | a pcap tap |
 //! | [`vm`] | guest RAM (vm-memory), interrupt controller, PCI bus |

@@ -3,18 +3,22 @@
 //! Any number of ports. The switch owns its endpoints; a netmap port refers back to its switch
 //! weakly, so whoever built the topology keeps the `Arc<Switch>`.
 //!
-//! Any number of ports. Each frame a port transmits is forwarded synchronously (TX completes at
+//! Each frame a port transmits is forwarded synchronously (TX completes at
 //! once: `hwcur = head`, `hwtail = prev(head)`, §8.6 TX 3c): the source MAC is learnt, a known
 //! unicast destination gets the frame, unknown unicast, multicast and broadcast are flooded to
 //! every other port. Delivery copies into the destination's RX ring; a full destination ring
 //! drops the frame there (as VALE does) and counts it in that port's `rx_drops`.
 //!
+//! A port's user releasing RX slots signals [`Switch::space`], so that a host endpoint whose
+//! frame was refused by a full ring (a [`super::apps::Reflect`]) can wait and send it again.
+//!
 //! Ports may use different virtio-net header lengths (0/10/12): frames are converted on the way
 //! by [`super::offload::convert`], which also performs software checksum and segmentation when
 //! a frame with offload requests goes to a port without headers (§10).
 
+use super::notify::Notifier;
 use super::offload;
-use super::port::{Frame, HostRing, NmPort, PortError, TxBackend};
+use super::port::{DeliverError, Frame, HostRing, NmPort, PortError, TxBackend};
 use crate::ring;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,8 @@ pub trait SwitchEndpoint: Send + Sync {
     /// Virtio-net header length the endpoint expects in front of each frame.
     fn hdr_len(&self) -> u32;
     /// Takes one frame (with a header of `hdr_len()` bytes); `true` if it was accepted.
+    /// Called with the switch's lock held: it must not call back into the switch (that
+    /// deadlocks); an endpoint that answers queues the frame and forwards from its own thread.
     fn receive(&self, ring_hint: u32, frame: &Frame<'_>) -> bool;
 }
 
@@ -32,8 +38,19 @@ impl SwitchEndpoint for NmPort {
     fn hdr_len(&self) -> u32 {
         self.vnet_hdr_len()
     }
+    /// Delivers into RX ring `ring_hint` (modulo the RX rings). A frame refused for lack of
+    /// room wakes the port's loop all the same: its user may have released slots the loop has
+    /// not taken back yet (no kick is asked while the ring is not full), and taking them back
+    /// signals [`Switch::space`] for a sender that offers the frame again.
     fn receive(&self, ring_hint: u32, frame: &Frame<'_>) -> bool {
-        self.deliver(ring_hint, frame).is_ok()
+        match self.deliver(ring_hint, frame) {
+            Ok(()) => true,
+            Err(DeliverError::NoSpace) => {
+                self.notify_rx(ring_hint % self.num_rx_rings().max(1));
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -65,6 +82,8 @@ pub struct Switch {
     state: Mutex<State>,
     /// Counters.
     pub stats: SwitchStats,
+    /// Signalled whenever the user of a netmap port on this switch released RX slots.
+    pub space: Arc<Notifier>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -94,6 +113,11 @@ impl TxBackend for SwitchPort {
         hr.kring.hwtail = ring::prev(hr.kring.hwcur, hr.kring.num_slots);
         Ok(())
     }
+    fn rx_released(&self, _port: &NmPort, _ring: u32) {
+        if let Some(sw) = self.sw.upgrade() {
+            sw.space.notify();
+        }
+    }
     fn kind(&self) -> &'static str {
         "switch"
     }
@@ -114,6 +138,7 @@ impl Switch {
                 out: Vec::new(),
             }),
             stats: SwitchStats::default(),
+            space: Arc::new(Notifier::new()),
         })
     }
 
