@@ -181,7 +181,9 @@ readiness, then runs the self test if asked and shuts the device down.
 
 Options:
   --selftest N  send N frames through TX ring 0 and expect them back on the first RX ring
-                (the host port must reflect them); 1..={max}
+                (the host port must reflect them, or a switch with a reflect endpoint at
+                {peer} must send them back; other frames are counted as foreign);
+                1..={max}
   --timeout S   bound of the self test in seconds (default {timeout})
   --vnet        ask for the 12-byte virtio-net header
   -h, --help    print this help
@@ -191,6 +193,7 @@ Exit status: 0 on success, 1 on failure, 2 on a usage error.
             version = env!("CARGO_PKG_VERSION"),
             max = ptnetd::selftest::MAX_FRAMES,
             timeout = DEFAULT_TIMEOUT.as_secs(),
+            peer = ptnetd::selftest::mac_string(ptnetd::selftest::PEER_MAC),
         )
     }
 
@@ -292,7 +295,9 @@ Modes:
   --selftest N  the zero-copy self test: N frames (1..={max_frames}) through TX ring 0 in netmap
                 mode, each expected back intact and in order on the first RX ring; against an
                 in-process model VM whose port reflects every frame (with --linux: against the
-                real device, whose host port must reflect). Logs 'ptnetd: selftest PASS|FAIL ...'
+                real device, whose host port must reflect, or sit on a switch with a reflect
+                endpoint: frames go to {peer}; frames not ours are counted as
+                foreign, not failed). Logs 'ptnetd: selftest PASS|FAIL ...'
   --linux       drive a real ptnet NIC from a Linux guest (root): sysfs config space and BARs,
                 DMA from /proc/self/pagemap, polling instead of interrupts; attach, log the start
                 line 'ptnetd: <nic> mac ... rings ...', run --selftest if given, shut down
@@ -316,6 +321,7 @@ cleanly), 1 if anything was lost, corrupted or failed, 2 on a usage error. Logs 
             max = SLOTS_RANGE.end(),
             max_frames = ptnetd::selftest::MAX_FRAMES,
             timeout = cli::DEFAULT_TIMEOUT.as_secs(),
+            peer = ptnetd::selftest::mac_string(ptnetd::selftest::PEER_MAC),
         )
     }
 

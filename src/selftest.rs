@@ -1,7 +1,16 @@
 //! The zero-copy self test: N frames out through TX ring 0 and back in on the first RX ring,
 //! through a port that reflects every frame (ptnet-host's reflector port, the model's
-//! `model::port::Reflector` backend). Generic over [`Platform`]: the
-//! same test runs on Redox, in a Linux guest and against the model.
+//! `model::port::Reflector` backend) or through a VALE-like switch with a reflect endpoint on
+//! it (`ptnet-host --backend switch --reflect`, `model::apps::Reflect`). Generic over
+//! [`Platform`]: the same test runs on Redox, in a Linux guest and against the model.
+//!
+//! Frames go from the NIC's MAC address to [`PEER_MAC`], the reflect endpoint's: a reflector
+//! port returns them as they are, a reflect endpoint with the addresses swapped, and a switch
+//! delivers the answer to this port alone once it has learnt both addresses (the first frames
+//! are flooded to every port). A frame counts as ours when it is a test frame and one of its
+//! two addresses is the NIC's; anything else that arrives (a host source's broadcasts, another
+//! VM's test frames flooded before learning) is *foreign*: counted, released, and no reason to
+//! fail.
 //!
 //! The test is a netmap application on the driver's rings (netmap mode, spec §7.5, §8.2–8.3): it
 //! writes frames straight into the netmap buffers of TX slots `[head, tail)` and publishes them
@@ -30,6 +39,14 @@ use std::time::Duration;
 
 /// Ethertype of test frames (IEEE 802 local experimental).
 pub const ETHERTYPE: u16 = 0x88b5;
+/// Destination of the test frames: the MAC address of ptnet-host's reflect endpoint
+/// (locally administered; the host source sends from 02:00:00:00:ff:01).
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x02];
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// Marks a test frame right after the Ethernet header.
 pub const MAGIC: [u8; 4] = *b"PtSt";
 /// Ethernet header, magic, sequence number, length and checksum.
@@ -107,7 +124,8 @@ pub struct SelftestReport {
     pub duplicates: u64,
     /// Frames sent that never came back intact.
     pub lost: u64,
-    /// Frames that are not test frames (ignored).
+    /// Frames that are not ours: not test frames, or test frames addressed neither to nor from
+    /// this NIC (counted and released, not a failure).
     pub foreign: u64,
     /// Frames sent that spanned several slots (`NS_MOREFRAG`).
     pub multi_slot: u64,
@@ -209,15 +227,22 @@ fn checksum(f: &[u8]) -> u32 {
 }
 
 /// Builds test frame `seq` of `len` bytes (clamped to 60..=9000) into `f`, after `hdr_len`
-/// zero bytes (a virtio-net header asking for no offload): Ethernet header from and to `mac`,
+/// zero bytes (a virtio-net header asking for no offload): Ethernet header to `dst` from `src`,
 /// ethertype [`ETHERTYPE`], [`MAGIC`], sequence number (u64 BE), length (u32 BE), checksum
 /// (u32 BE), then payload words derived from `seq`.
-pub fn make_frame(f: &mut Vec<u8>, hdr_len: usize, mac: [u8; 6], seq: u64, len: usize) {
+pub fn make_frame(
+    f: &mut Vec<u8>,
+    hdr_len: usize,
+    dst: [u8; 6],
+    src: [u8; 6],
+    seq: u64,
+    len: usize,
+) {
     let len = len.clamp(MIN_FRAME_LEN, MAX_FRAME_LEN);
     f.clear();
     f.resize(hdr_len, 0);
-    f.extend_from_slice(&mac);
-    f.extend_from_slice(&mac);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
     f.extend_from_slice(&ETHERTYPE.to_be_bytes());
     f.extend_from_slice(&MAGIC);
     f.extend_from_slice(&seq.to_be_bytes());
@@ -264,6 +289,16 @@ pub fn check_frame(f: &[u8], max_len: usize, buf_size: usize) -> FrameCheck {
         return FrameCheck::Corrupt;
     }
     FrameCheck::Ok(seq)
+}
+
+/// `true` if the frame (virtio-net header stripped) is a test frame (ethertype and magic) whose
+/// destination or source is `mac`: one this NIC sent, reflected as it was or with the
+/// addresses swapped. Its integrity is [`check_frame`]'s business.
+pub fn is_ours(f: &[u8], mac: [u8; 6]) -> bool {
+    f.len() >= HEADER_LEN
+        && f[12..14] == ETHERTYPE.to_be_bytes()
+        && f[14..18] == MAGIC
+        && (f[..6] == mac || f[6..12] == mac)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -381,7 +416,7 @@ impl Run {
                 no_space = true;
                 break;
             }
-            make_frame(&mut self.tx_buf, g.hdr_len, g.mac, seq, len);
+            make_frame(&mut self.tx_buf, g.hdr_len, PEER_MAC, g.mac, seq, len);
             let mut h = head;
             for (k, chunk) in self.tx_buf.chunks(g.buf_size).enumerate() {
                 let s = view.slot(h);
@@ -454,6 +489,7 @@ impl Run {
         let hl = self.g.hdr_len;
         let check = match self.rx_buf.get(hl..) {
             _ if bad_slot => FrameCheck::Corrupt,
+            Some(body) if !is_ours(body, self.g.mac) => FrameCheck::Foreign,
             Some(body) => check_frame(body, self.g.max_len, self.g.buf_size),
             None => FrameCheck::Foreign,
         };
@@ -565,11 +601,12 @@ mod tests {
             let len = frame_len(seq, 9000, 2048);
             assert!((60..=9000).contains(&len), "{seq}: {len}");
             assert_eq!(len > 2048, seq % 8 == 3, "every eighth frame spans several slots");
-            make_frame(&mut f, 0, MAC, seq, len);
+            make_frame(&mut f, 0, PEER_MAC, MAC, seq, len);
             assert_eq!(f.len(), len);
+            assert_eq!((&f[..6], &f[6..12]), (&PEER_MAC[..], &MAC[..]));
             assert_eq!(check_frame(&f, 9000, 2048), FrameCheck::Ok(seq));
         }
-        make_frame(&mut f, 12, MAC, 7, frame_len(7, 9000, 2048));
+        make_frame(&mut f, 12, PEER_MAC, MAC, 7, frame_len(7, 9000, 2048));
         assert!(f[..12].iter().all(|&b| b == 0), "virtio-net header: no offload");
         assert_eq!(check_frame(&f[12..], 9000, 2048), FrameCheck::Ok(7));
         let good = f[12..].to_vec();
@@ -587,6 +624,32 @@ mod tests {
         other[14] = b'X';
         assert_eq!(check_frame(&other, 9000, 2048), FrameCheck::Foreign);
         assert_eq!(check_frame(&good[..20], 9000, 2048), FrameCheck::Foreign);
+    }
+
+    #[test]
+    fn peer_mac_text() {
+        assert_eq!(mac_string(PEER_MAC), "02:00:00:00:ff:02");
+    }
+
+    #[test]
+    fn our_frames_are_to_or_from_our_mac() {
+        let mut f = Vec::new();
+        make_frame(&mut f, 0, PEER_MAC, MAC, 5, 100);
+        assert!(is_ours(&f, MAC), "as sent (a reflector port returns it unchanged)");
+        let mut swapped = f.clone();
+        swapped[..6].copy_from_slice(&MAC);
+        swapped[6..12].copy_from_slice(&PEER_MAC);
+        assert!(is_ours(&swapped, MAC), "addresses swapped by a reflect endpoint");
+        assert_eq!(check_frame(&swapped, 9000, 2048), check_frame(&f, 9000, 2048));
+        let other_vm = [2, 0, 0, 0, 0, 9];
+        make_frame(&mut f, 0, PEER_MAC, other_vm, 5, 100);
+        assert!(!is_ours(&f, MAC), "another VM's test frame, flooded before learning");
+        let mut bcast = vec![0xff; 6];
+        bcast.extend_from_slice(&MAC);
+        bcast.extend_from_slice(&[0x08, 0x00]);
+        bcast.resize(60, 0);
+        assert!(!is_ours(&bcast, MAC), "not a test frame, even from our address");
+        assert!(!is_ours(&f[..20], other_vm), "too short");
     }
 
     #[test]

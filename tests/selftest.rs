@@ -1,16 +1,19 @@
 //! The zero-copy self test (issue 4) against the model: a port with the `Reflector` backend
-//! passes; a `Sink` port (nothing comes back) fails by timeout with every frame lost; a backend
-//! that damages frames fails with them counted as corrupt.
+//! passes, and so does a port on a switch with a `Reflect` endpoint while a source floods the
+//! NIC with foreign frames; a `Sink` port (nothing comes back) fails by timeout with every frame
+//! lost; a backend that damages frames fails with them counted as corrupt.
 
 use ptnetd::driver::{DriverConfig, Ptnet};
-use ptnetd::model::apps::Sink;
+use ptnetd::model::apps::{udp_frames, Reflect, ReflectConfig, Sink, Source, SourceTarget};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{HostRing, NmPort, PortError, PortSpec, Reflector, TxBackend};
 use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
+use ptnetd::model::switch::Switch;
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::platform::sim::SimPlatform;
 use ptnetd::ring;
-use ptnetd::selftest::{self, SelftestReport, MAX_FRAMES};
+use ptnetd::selftest::{self, SelftestReport, MAX_FRAMES, PEER_MAC};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,19 +28,15 @@ struct Nic {
     dev: Arc<PtnetDevice>,
 }
 
-/// A VM whose ptnet NIC sits on a fresh port (`rings` rings of `slots` slots each way), with
-/// `backend` made from the port; the driver attached.
-fn nic(
-    mem_id: u16,
-    rings: u32,
-    slots: u32,
-    cfg: DriverConfig,
-    backend: impl FnOnce(&Arc<NmPort>) -> Arc<dyn TxBackend>,
-) -> Nic {
+/// A fresh port (`rings` rings of `slots` slots each way) in its own region.
+fn new_port(mem_id: u16, rings: u32, slots: u32) -> Arc<NmPort> {
     init_log();
     let mem = NetmapMemory::new(mem_id, MemConfig::for_ports(1, 2 * rings, slots, 64)).unwrap();
-    let port = NmPort::new(Arc::new(mem), &PortSpec::new("selftest", rings, slots)).unwrap();
-    port.set_backend(backend(&port));
+    NmPort::new(Arc::new(mem), &PortSpec::new("selftest", rings, slots)).unwrap()
+}
+
+/// A VM whose ptnet NIC sits on `port`; the driver attached.
+fn nic_on(port: Arc<NmPort>, cfg: DriverConfig) -> Nic {
     let vm = Vm::new(64).unwrap();
     let dev = vm.add_ptnet(Netdev::passthrough(port.clone()), PtnetConfig::default()).unwrap();
     let slot = vm
@@ -49,6 +48,20 @@ fn nic(
     let mut plat = SimPlatform::new(vm, slot);
     let drv = Ptnet::attach(&mut plat, cfg).unwrap();
     Nic { plat, drv, port, dev }
+}
+
+/// A VM whose ptnet NIC sits on a fresh port (`rings` rings of `slots` slots each way), with
+/// `backend` made from the port; the driver attached.
+fn nic(
+    mem_id: u16,
+    rings: u32,
+    slots: u32,
+    cfg: DriverConfig,
+    backend: impl FnOnce(&Arc<NmPort>) -> Arc<dyn TxBackend>,
+) -> Nic {
+    let port = new_port(mem_id, rings, slots);
+    port.set_backend(backend(&port));
+    nic_on(port, cfg)
 }
 
 fn reflector(p: &Arc<NmPort>) -> Arc<dyn TxBackend> {
@@ -90,6 +103,57 @@ fn passes_with_small_rings_several_ring_pairs_and_vnet_asked() {
     let r = run(&mut n, 1000, Duration::from_secs(30));
     assert!(r.passed(), "{r}");
     assert!(r.multi_slot > 0);
+    n.drv.shutdown().unwrap();
+}
+
+/// ptnet-host's `--backend switch --reflect --sink --source-pps N` in the model: the NIC on a
+/// switch with a reflect endpoint (MAC [`PEER_MAC`]) and a host port that sinks and sends
+/// broadcasts. Half the broadcasts are test frames of another NIC (right ethertype and magic,
+/// someone else's addresses), the rest UDP. The source starts before the driver, so the RX ring
+/// is full of them at bring-up. Every own frame comes back; the others are counted as foreign.
+#[test]
+fn passes_on_a_switch_with_a_reflect_endpoint_among_foreign_frames() {
+    const OTHER: [u8; 6] = [0x02, 0, 0, 0, 7, 7];
+    let sw = Switch::new("vale-selftest");
+    let port = new_port(26, 1, 256);
+    sw.attach_port(&port);
+    let sink = Sink::new(0);
+    let host = sw.attach(sink.clone());
+    let reflect = Reflect::attach(&sw, ReflectConfig::new(PEER_MAC)).unwrap();
+    let mut udp = udp_frames([0x02, 0, 0, 0, 0xff, 0x01], [0xff; 6], 60);
+    let mut tmp = Vec::new();
+    let gen = Box::new(move |seq: u64, buf: &mut Vec<u8>| {
+        if seq.is_multiple_of(2) {
+            udp(seq, buf);
+        } else {
+            selftest::make_frame(&mut tmp, 0, [0xff; 6], OTHER, seq, 100 + seq as usize % 1400);
+            buf.extend_from_slice(&tmp);
+        }
+    });
+    let target = SourceTarget::Switch { sw: sw.clone(), no: host, hdr_len: 0 };
+    let src = Source::start(target, gen, None, 20_000);
+    let t0 = Instant::now();
+    while src.sent() < 300 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(port.stats.rx_drops.load(Relaxed) > 0, "the RX ring filled up before bring-up");
+
+    let mut n = nic_on(port, DriverConfig::default());
+    let r = run(&mut n, 100_000, Duration::from_secs(60));
+    let broadcasts = src.stop();
+    assert!(r.passed(), "{r}");
+    assert_eq!((r.sent, r.received, r.lost, r.corrupt), (100_000, 100_000, 0, 0));
+    assert!(r.foreign >= 200, "the source's frames were received and set aside: {r}");
+    assert!(r.foreign <= broadcasts);
+    assert!(r.to_string().contains(&format!(" foreign={} ", r.foreign)), "{r}");
+    let st = &reflect.stats;
+    assert_eq!(st.reflected.load(Relaxed), 100_000, "{}", st.summary());
+    assert_eq!(st.ignored.load(Relaxed), broadcasts, "broadcasts are not reflected");
+    // The sink (the source's own port) got only the NIC's frames flooded before learning.
+    let flooded = sw.stats.flooded.load(Relaxed);
+    let sunk = sink.frames.load(Relaxed);
+    assert!(sunk >= 1 && sunk + broadcasts == flooded, "sink {sunk}, flooded {flooded}");
     n.drv.shutdown().unwrap();
 }
 
