@@ -13,6 +13,7 @@ use ptnetd::model::vfio::backend::{
     Function, MemdevBackend, PtnetBackend, BAR0_REGION, BAR1_REGION, BAR2_REGION, CONFIG_REGION,
     INTX_IRQ, MSIX_IRQ,
 };
+use ptnetd::model::vfio::host::{REFLECT_MAC, SOURCE_MAC};
 use ptnetd::model::vfio::{BackendKind, Host, HostConfig, Topology};
 use ptnetd::nm::{rx_ring_ofs_index, tx_ring_ofs_index, IfView, RingView};
 use ptnetd::ring;
@@ -684,6 +685,56 @@ fn end_to_end_two_vms_on_the_switch() {
     let _ = std::fs::remove_dir(&dir);
 }
 
+/// ptnet-host as the CI's second phase runs it (`--backend switch --reflect --sink
+/// --source-pps N`), over real sockets: what VM0 sends to the reflect endpoint comes back to
+/// it, addresses swapped, in order, among the source's broadcasts; the sink sees only the flood
+/// before the switch learnt the reflect endpoint's address.
+#[test]
+fn end_to_end_reflect_sink_and_source_on_the_switch() {
+    init_log();
+    let dir = tmp_path("sock");
+    let mut cfg = HostConfig::new(&dir, 1, BackendKind::Switch);
+    cfg.reflect = true;
+    cfg.sink = true;
+    cfg.source_pps = Some(2000);
+    let host = Host::start(cfg.clone()).expect("host");
+    let mut a = connect(&cfg, 0);
+    let me = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let mut back = Vec::new();
+    let mut broadcasts = 0;
+    for seq in 0..40u8 {
+        let mut f = frame(0x56, seq);
+        f[..6].copy_from_slice(&REFLECT_MAC);
+        a.guest.send(&mut a.ptnet, &f);
+        loop {
+            let got = a.guest.recv(&mut a.ptnet).expect("a frame");
+            if got[..6] == [0xff; 6] && got[6..12] == SOURCE_MAC {
+                broadcasts += 1;
+                continue;
+            }
+            let mut want = f.clone();
+            want[..6].copy_from_slice(&me);
+            want[6..12].copy_from_slice(&REFLECT_MAC);
+            assert_eq!(got, want, "frame {seq}: back with its addresses swapped");
+            back.push(got);
+            break;
+        }
+    }
+    // Wait for a few broadcasts if the answers were quicker than the source.
+    while broadcasts < 5 {
+        let got = a.guest.recv(&mut a.ptnet).expect("a broadcast");
+        broadcasts += usize::from(got[..6] == [0xff; 6]);
+    }
+    let t = host.topology();
+    let r = t.reflect.clone().unwrap();
+    assert_eq!(r.stats.reflected.load(std::sync::atomic::Ordering::Relaxed), 40);
+    let sink = t.sink.clone().unwrap().frames.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sink, 1, "only the first frame was flooded (one at a time: learnt before the next)");
+    drop(a);
+    host.shutdown();
+    let _ = std::fs::remove_dir(&dir);
+}
+
 /// Garbage on a socket ends that connection only; the next client is served.
 #[test]
 fn garbage_on_a_socket_does_not_kill_the_host() {
@@ -752,6 +803,24 @@ fn topologies() {
     cfg.rings = 2;
     let t = Topology::build(&cfg).unwrap();
     assert_eq!(t.switch.as_ref().unwrap().num_ports(), 3, "two vms and the host endpoint");
+    assert!(t.reflect.is_none() && t.sink.is_some());
+    // Every host endpoint: a reflect endpoint (port 2) beside the sink/source port (3).
+    let mut all = cfg.clone();
+    all.reflect = true;
+    all.source_pps = Some(1000);
+    let mut full = Topology::build(&all).unwrap();
+    let sw = full.switch.clone().unwrap();
+    assert_eq!(sw.num_ports(), 4, "two vms, the reflect endpoint and the sink/source");
+    let r = full.reflect.clone().unwrap();
+    assert_eq!((r.port_no(), r.config().mac, r.config().hdr_len), (2, REFLECT_MAC, 12));
+    assert!(r.is_running());
+    full.stop();
+    assert!(!r.is_running(), "stopped with the host");
+    for backend in [BackendKind::Reflector, BackendKind::Pipe] {
+        let mut c = HostConfig::new(tmp_path("unused"), 2, backend);
+        c.reflect = true;
+        assert!(Topology::build(&c).is_err(), "--reflect needs the switch");
+    }
     assert!(t.vms.iter().all(|v| v.port.num_tx_rings() == 2 && v.msi.len() == 4));
     assert!(!Arc::ptr_eq(t.vms[0].port.mem(), t.vms[1].port.mem()), "isolated regions");
     let t = topology(2, BackendKind::Pipe);

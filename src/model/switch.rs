@@ -174,6 +174,11 @@ impl Switch {
         s.macs.retain(|_, p| *p != no);
     }
 
+    /// The switch's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Number of attached ports.
     pub fn num_ports(&self) -> usize {
         self.lock().ports.iter().flatten().count()

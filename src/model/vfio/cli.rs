@@ -3,7 +3,10 @@
 //! fixed command line); an unknown flag, a missing or bad value or a stray argument is an error
 //! (the binary prints it and exits with status 2).
 
-use super::host::{BackendKind, HostConfig, MAX_RINGS_PER_DIR, MAX_VMS, SLOTS_RANGE};
+use super::host::{
+    BackendKind, HostConfig, MAX_RINGS_PER_DIR, MAX_VMS, REFLECT_MAC, SLOTS_RANGE, SOURCE_MAC,
+};
+use crate::selftest::mac_string;
 use core::fmt;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -36,16 +39,22 @@ options:
   --slots N            slots per ring, {lo}..={hi} (default 256)
   --sink               switch only: a host endpoint counting the frames it receives
   --source-pps N       switch only: the host endpoint sends N broadcast UDP frames per
-                       second (0 = as fast as possible)
-  --vnet               switch only: the host endpoint uses 12-byte virtio-net headers
+                       second (0 = as fast as possible) from {source}
+  --reflect            switch only: a host endpoint with MAC {reflect} that sends every
+                       frame addressed to it back to its sender, addresses swapped (the
+                       peer of the guest's 'ptnetd --selftest'); combines with --sink and
+                       --source-pps
+  --vnet               switch only: the host endpoints use 12-byte virtio-net headers
   --pcap FILE          record VM 0's port into a pcap file
   --help               print this help
 Values follow a space or '='; an option given twice takes the last value.
 
 VM k has MAC 52:54:00:12:34:(56+k). A VM may disconnect and a new one connect to the same
-sockets; the host runs until SIGINT or SIGTERM, then removes its sockets. RUST_LOG sets the
-log level (default info).
-"
+sockets; the host runs until SIGINT or SIGTERM, then logs the counters of the host endpoints
+and the switch, and removes its sockets. RUST_LOG sets the log level (default info).
+",
+        source = mac_string(SOURCE_MAC),
+        reflect = mac_string(REFLECT_MAC),
     )
 }
 
@@ -96,7 +105,7 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-const FLAGS: [&str; 10] = [
+const FLAGS: [&str; 11] = [
     "--socket-dir",
     "--vms",
     "--backend",
@@ -106,6 +115,7 @@ const FLAGS: [&str; 10] = [
     "--pcap",
     "--source-pps",
     "--sink",
+    "--reflect",
     "--help",
 ];
 
@@ -138,7 +148,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
         let Some(flag) = FLAGS.iter().copied().find(|f| *f == name) else {
             return Err(CliError::Unknown(s));
         };
-        if matches!(flag, "--vnet" | "--sink" | "--help") && inline.is_some() {
+        if matches!(flag, "--vnet" | "--sink" | "--reflect" | "--help") && inline.is_some() {
             return Err(CliError::Unexpected(flag));
         }
         let mut value = || -> Result<String, CliError> {
@@ -154,6 +164,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             "--help" => return Ok(Command::Help),
             "--vnet" => cfg.vnet = true,
             "--sink" => cfg.sink = true,
+            "--reflect" => cfg.reflect = true,
             "--socket-dir" => {
                 let v = value()?;
                 if v.is_empty() {
@@ -233,11 +244,12 @@ mod tests {
             "--source-pps",
             "1000",
             "--sink",
+            "--reflect",
         ]);
         let c = run(&a);
         assert_eq!(c.socket_dir, PathBuf::from("/tmp/s"));
         assert_eq!((c.vms, c.backend, c.rings, c.slots), (2, BackendKind::Switch, 2, 1024));
-        assert!(c.vnet && c.sink);
+        assert!(c.vnet && c.sink && c.reflect);
         assert_eq!(c.pcap, Some(PathBuf::from("x.pcap")));
         assert_eq!(c.source_pps, Some(1000));
         assert!(c.validate().is_ok());
@@ -256,7 +268,7 @@ mod tests {
     #[test]
     fn defaults_and_help() {
         let c = run(&BASE);
-        assert_eq!((c.rings, c.slots, c.vnet, c.sink), (1, 256, false, false));
+        assert_eq!((c.rings, c.slots, c.vnet, c.sink, c.reflect), (1, 256, false, false, false));
         assert_eq!((c.pcap, c.source_pps), (None, None));
         assert_eq!(p(&["--help"]), Ok(Command::Help));
         assert_eq!(p(&["--vms", "1", "--help"]), Ok(Command::Help));
@@ -264,6 +276,8 @@ mod tests {
         for f in FLAGS {
             assert!(h.contains(f), "help lacks {f}");
         }
+        assert!(h.contains("MAC 02:00:00:00:ff:02 that sends"), "reflect endpoint's MAC: {h}");
+        assert!(h.contains("from 02:00:00:00:ff:01"), "source's MAC");
     }
 
     #[test]
@@ -273,6 +287,7 @@ mod tests {
         assert_eq!(p(&["stray"]), Err(CliError::Unknown("stray".into())));
         assert_eq!(p(&["--vms"]), Err(CliError::MissingValue("--vms")));
         assert_eq!(p(&["--sink=yes"]), Err(CliError::Unexpected("--sink")));
+        assert_eq!(p(&["--reflect=1"]), Err(CliError::Unexpected("--reflect")));
         assert!(matches!(p(&["--vms", "0"]), Err(CliError::BadValue { .. })));
         assert!(matches!(p(&["--vms", "65"]), Err(CliError::BadValue { .. })));
         assert!(matches!(p(&["--rings", "17"]), Err(CliError::BadValue { .. })));
@@ -299,10 +314,19 @@ mod tests {
         assert!(c.validate().is_err(), "pipe needs 2 vms");
         c.vms = 2;
         assert!(c.validate().is_ok());
-        for extra in [&["--sink"][..], &["--source-pps", "5"], &["--vnet"]] {
-            let mut a = vec!["--socket-dir", "d", "--vms", "1", "--backend", "reflector"];
-            a.extend_from_slice(extra);
-            assert!(run(&a).validate().is_err(), "{extra:?} without a switch");
+        for extra in [&["--sink"][..], &["--source-pps", "5"], &["--vnet"], &["--reflect"]] {
+            for backend in ["reflector", "pipe"] {
+                let mut a = vec!["--socket-dir", "d", "--vms", "2", "--backend", backend];
+                a.extend_from_slice(extra);
+                let e = run(&a).validate().unwrap_err().to_string();
+                assert!(e.starts_with(extra[0]) && e.contains("--backend switch"), "{e}");
+            }
         }
+        // The CI's second phase: every host endpoint at once.
+        let mut a = BASE.to_vec();
+        a.extend(["--reflect", "--sink", "--source-pps", "2000"]);
+        let c = run(&a);
+        assert!(c.validate().is_ok());
+        assert_eq!((c.reflect, c.sink, c.source_pps), (true, true, Some(2000)));
     }
 }

@@ -13,8 +13,19 @@
 //! * `switch`: every VM's port on one VALE-like [`Switch`], one region per VM (isolation: the
 //!   switch copies). `--sink` and `--source-pps` add one host endpoint to the switch: a
 //!   [`Sink`] counting what reaches it, and/or a [`Source`] sending broadcast UDP frames from
-//!   it. With `--vnet` that endpoint uses 12-byte virtio-net headers. Guests on switch ports
-//!   are offered `PTNETMAP_F_VNET_HDR` (as VALE ports are, §4).
+//!   it (MAC [`SOURCE_MAC`]). `--reflect` adds a [`Reflect`] endpoint with MAC [`REFLECT_MAC`]
+//!   (the guest self test's peer): what is sent to it goes back to its sender. With `--vnet`
+//!   the host endpoints use 12-byte virtio-net headers. Guests on switch ports are offered
+//!   `PTNETMAP_F_VNET_HDR` (as VALE ports are, §4).
+//!
+//! When the host stops it logs the counters of each host endpoint and of the switch:
+//!
+//! ```text
+//! source: N frames sent (P pps)
+//! sink: N frames, B bytes received
+//! reflect 02:00:00:00:ff:02: queued=… reflected=… ignored=… queue_drops=… undelivered=… retries=…
+//! switch vale0: in=… unicast=… flooded=… dropped=…
+//! ```
 //! * `pipe`: exactly two VMs joined by a netmap pipe (zero copy); both ports, and so both
 //!   memdevs, share one region.
 //!
@@ -34,7 +45,7 @@ use super::backend::{Function, MemdevBackend, PtnetBackend};
 use super::irq::EventfdMsi;
 use crate::abi::pci::DEFAULT_MAC_PREFIX;
 use crate::abi::regs;
-use crate::model::apps::{udp_frames, Sink, Source, SourceTarget};
+use crate::model::apps::{udp_frames, Reflect, ReflectConfig, Sink, Source, SourceTarget};
 use crate::model::memdev::MemdevDevice;
 use crate::model::memory::{MemConfig, NetmapMemory};
 use crate::model::pcap::PcapTap;
@@ -82,6 +93,8 @@ pub const MAX_RINGS_PER_DIR: u32 = regs::MAX_RINGS / 2;
 pub const SLOTS_RANGE: std::ops::RangeInclusive<u32> = 8..=16384;
 /// Source MAC of the host source endpoint.
 pub const SOURCE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
+/// MAC address of the host reflect endpoint: the guest self test's peer.
+pub const REFLECT_MAC: [u8; 6] = crate::selftest::PEER_MAC;
 /// Length of the frames the source sends.
 pub const SOURCE_FRAME_LEN: usize = 60;
 /// Virtio-net header length of the host endpoint with `--vnet`.
@@ -108,6 +121,8 @@ pub struct HostConfig {
     pub source_pps: Option<u64>,
     /// Host sink on the switch.
     pub sink: bool,
+    /// Host reflect endpoint on the switch.
+    pub reflect: bool,
 }
 
 impl HostConfig {
@@ -123,6 +138,7 @@ impl HostConfig {
             pcap: None,
             source_pps: None,
             sink: false,
+            reflect: false,
         }
     }
 
@@ -146,6 +162,7 @@ impl HostConfig {
             for (set, flag) in [
                 (self.sink, "--sink"),
                 (self.source_pps.is_some(), "--source-pps"),
+                (self.reflect, "--reflect"),
                 (self.vnet, "--vnet"),
             ] {
                 if set {
@@ -229,9 +246,12 @@ pub struct Topology {
     pub switch: Option<Arc<Switch>>,
     /// The host sink (`--sink`).
     pub sink: Option<Arc<Sink>>,
+    /// The host reflect endpoint (`--reflect`).
+    pub reflect: Option<Arc<Reflect>>,
     /// The pcap tap (`--pcap`).
     pub tap: Option<Arc<PcapTap>>,
     source: Option<Source>,
+    source_pps: u64,
 }
 
 impl fmt::Debug for Topology {
@@ -268,7 +288,7 @@ impl Topology {
                 }
             }
         }
-        let mut topo = Self { vms: Vec::new(), switch: None, sink: None, tap: None, source: None };
+        let mut topo = Self::empty();
         match cfg.backend {
             BackendKind::Reflector => {
                 for p in &ports {
@@ -280,14 +300,35 @@ impl Topology {
                 for p in &ports {
                     sw.attach_port(p);
                 }
+                let hdr = if cfg.vnet { VNET_HDR_LEN } else { 0 };
+                if cfg.reflect {
+                    let rcfg = ReflectConfig { hdr_len: hdr, ..ReflectConfig::new(REFLECT_MAC) };
+                    let r = Reflect::attach(&sw, rcfg).map_err(|err| HostError::Io {
+                        what: "spawning the reflect thread".into(),
+                        err,
+                    })?;
+                    let mac = crate::selftest::mac_string(REFLECT_MAC);
+                    log::info!("{}: reflect endpoint {mac} on port {}", sw.name(), r.port_no());
+                    topo.reflect = Some(r);
+                }
                 if cfg.sink || cfg.source_pps.is_some() {
-                    let hdr = if cfg.vnet { VNET_HDR_LEN } else { 0 };
                     let sink = Sink::new(hdr);
                     let no = sw.attach(sink.clone());
+                    log::info!(
+                        "{}: host endpoint on port {no}:{}{}",
+                        sw.name(),
+                        if cfg.sink { " sink" } else { "" },
+                        match cfg.source_pps {
+                            Some(0) => " source (as fast as possible)".to_string(),
+                            Some(pps) => format!(" source ({pps} pps broadcasts)"),
+                            None => String::new(),
+                        }
+                    );
                     if let Some(pps) = cfg.source_pps {
                         let gen = udp_frames(SOURCE_MAC, [0xff; 6], SOURCE_FRAME_LEN);
                         let target = SourceTarget::Switch { sw: sw.clone(), no, hdr_len: hdr };
                         topo.source = Some(Source::start(target, gen, None, pps));
+                        topo.source_pps = pps;
                     }
                     if cfg.sink {
                         topo.sink = Some(sink);
@@ -327,11 +368,30 @@ impl Topology {
         }
         if let Some(s) = self.source.take() {
             let n = s.stop();
-            log::info!("source: {n} frames sent");
+            let pps = self.source_pps;
+            let rate = if pps == 0 { "as fast as possible".into() } else { format!("{pps} pps") };
+            log::info!("source: {n} frames sent ({rate})");
         }
         if let Some(s) = &self.sink {
             let (f, b) = (s.frames.load(Ordering::Relaxed), s.bytes.load(Ordering::Relaxed));
             log::info!("sink: {f} frames, {b} bytes received");
+        }
+        if let Some(r) = &self.reflect {
+            r.stop();
+            let mac = crate::selftest::mac_string(r.config().mac);
+            log::info!("reflect {mac}: {}", r.stats.summary());
+        }
+        if let Some(sw) = &self.switch {
+            let st = &sw.stats;
+            let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            log::info!(
+                "switch {}: in={} unicast={} flooded={} dropped={}",
+                sw.name(),
+                g(&st.frames_in),
+                g(&st.unicast),
+                g(&st.flooded),
+                g(&st.dropped)
+            );
         }
         if let Some(t) = &self.tap {
             if let Err(e) = t.flush() {
@@ -500,13 +560,20 @@ impl Host {
 
 impl Topology {
     fn empty() -> Self {
-        Self { vms: Vec::new(), switch: None, sink: None, tap: None, source: None }
+        Self {
+            vms: Vec::new(),
+            switch: None,
+            sink: None,
+            reflect: None,
+            tap: None,
+            source: None,
+            source_pps: 0,
+        }
     }
 }
 
 fn mac_string(dev: &PtnetDevice) -> String {
     let lo = dev.io_read(regs::MAC_LO, 4).to_be_bytes();
     let hi = dev.io_read(regs::MAC_HI, 4).to_be_bytes();
-    let m = [hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]];
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    crate::selftest::mac_string([hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]])
 }

@@ -8,7 +8,7 @@
 //! | [`backend`] | the two functions' `ServerBackend`s: config space, region table, BAR accesses, DMA, IRQs |
 //! | [`dma`] | guest RAM from DMA-map messages (one shared mapping per message) |
 //! | [`irq`] | MSI-X vectors as eventfds: the [`MsiSink`] of a vfio-user ptnet device |
-//! | [`host`] | the topology (reflector, switch, pipe), one socket per function, serving threads |
+//! | [`host`] | the topology (reflector, switch with host sink/source/reflect endpoints, pipe), one socket per function, serving threads |
 //! | [`cli`] | `ptnet-host`'s command line |
 //!
 //! How QEMU's vfio-user-pci uses a server (measured, `../shared/spec/qemu.md`): it reads the
