@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # ptnetd in a Linux guest under QEMU (TCG), attached to the emulated ptnet hypervisor over vfio-user.
 #
-#   ci/qemu-linux-test.sh            the real test: ptnet-host (reflector) + `ptnetd --linux
-#                                    --selftest N` in the guest; needs its PASS line
+#   ci/qemu-linux-test.sh            the real test, two boots of the same initramfs, each running
+#                                    `ptnetd --linux --selftest N` in the guest (needs its PASS line):
+#                                    1. reflector: `ptnet-host --backend reflector`, the guest's
+#                                       port sends every frame back;
+#                                    2. switch: `ptnet-host --backend switch --reflect --sink
+#                                       --source-pps P`, the guest's port on the VALE-like switch
+#                                       with a host reflect endpoint (the selftest's peer) and a
+#                                       host sink + source (broadcasts the guest must set aside
+#                                       as foreign); the host's counters must show the sink,
+#                                       source and reflect endpoint at work
 #   ci/qemu-linux-test.sh --smoke    boot only: the guest lists its PCI functions (and, when
 #                                    ptnet-host is available, must see 1b36:000d and 1b36:000c)
 #                                    and runs `ptnetd --help` to prove the guest binary executes
 #
 # Options:
 #   --frames N       frames for the selftest (default 100000, at least 100000 each way is the bar)
-#   --host-args "A"  extra ptnet-host options, appended (the last value wins), e.g.
-#                    "--backend switch --sink --source-pps 1000"
-#   --timeout S      limit for the QEMU run in seconds (default 200)
+#   --phases P       reflector, switch or all (default all)
+#   --source-pps P   broadcast rate of the host source in the switch phase (default 2000)
+#   --host-args "A"  extra ptnet-host options for the reflector phase, appended (the last value
+#                    wins), e.g. "--rings 2 --slots 1024"
+#   --timeout S      limit for each QEMU run in seconds (default 120)
 #   --guest-libc L   musl | glibc | auto (default auto: musl, else glibc + its libraries)
 #   --no-build       do not run cargo; use existing binaries (PTNETD_BIN / PTNET_HOST_BIN or target/)
 #   --keep           keep the run directory (serial log, initramfs, host log)
@@ -26,7 +36,9 @@ set -euo pipefail
 MODE=selftest
 FRAMES=100000
 HOST_ARGS=${PTNET_HOST_ARGS:-}
-QEMU_TIMEOUT=${PTNET_CI_QEMU_TIMEOUT:-200}
+QEMU_TIMEOUT=${PTNET_CI_QEMU_TIMEOUT:-120}
+PHASES=all
+SOURCE_PPS=2000
 GUEST_LIBC=${PTNET_CI_GUEST_LIBC:-auto}
 BUILD=1
 KEEP=0
@@ -39,6 +51,8 @@ while [ $# -gt 0 ]; do
     --smoke) MODE=smoke ;;
     --frames) FRAMES=${2:?--frames needs a value}; shift ;;
     --host-args) HOST_ARGS=${2?--host-args needs a value}; shift ;;
+    --phases) PHASES=${2:?--phases needs a value}; shift ;;
+    --source-pps) SOURCE_PPS=${2:?--source-pps needs a value}; shift ;;
     --timeout) QEMU_TIMEOUT=${2:?--timeout needs a value}; shift ;;
     --guest-libc) GUEST_LIBC=${2:?--guest-libc needs a value}; shift ;;
     --no-build) BUILD=0 ;;
@@ -51,6 +65,8 @@ done
 case $GUEST_LIBC in musl | glibc | auto) ;; *) die "--guest-libc must be musl, glibc or auto" ;; esac
 [[ $FRAMES =~ ^[0-9]+$ ]] || die "--frames must be a number"
 [[ $QEMU_TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
+[[ $SOURCE_PPS =~ ^[0-9]+$ ]] || die "--source-pps must be a number"
+case $PHASES in reflector | switch | all) ;; *) die "--phases must be reflector, switch or all" ;; esac
 
 need_cmd timeout awk sed grep find gzip mktemp
 T_START=$(now)
@@ -175,7 +191,8 @@ if [ "$mode" = smoke ]; then
   echo "guest: ptnetd --help exit=$rc ($(wc -l </tmp/help) lines)"
 else
   export RUST_LOG=info RUST_BACKTRACE=1
-  timeout -s KILL "$limit" ptnetd --linux --selftest "$frames"
+  # ptnetd's own bound comes first, so that a stuck run still prints its FAIL line with counts.
+  timeout -s KILL "$limit" ptnetd --linux --selftest "$frames" --timeout $((limit > 20 ? limit - 10 : limit))
   rc=$?
   echo "guest: ptnetd exit=$rc"
 fi
@@ -188,124 +205,209 @@ say "initramfs $(du -h "$RUN/initramfs.gz" | cut -f1) (ptnetd: $PTNETD_KIND)"
 phase_end
 
 # --------------------------------------------------------------------------------------------
-phase_begin boot
-# shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
-QEMU_ARGS=(
-  -nodefaults -display none -no-reboot
-  -machine q35,memory-backend=mem -object memory-backend-memfd,id=mem,size=512M,share=on -m 512
-  -cpu max -smp 1
-  -kernel "$KERNEL_IMAGE" -initrd "$RUN/initramfs.gz"
-  -append "console=ttyS0 panic=-1 quiet ptnet_mode=$MODE ptnet_frames=$FRAMES ptnet_limit=$((QEMU_TIMEOUT > 40 ? QEMU_TIMEOUT - 30 : QEMU_TIMEOUT))"
-  -serial "file:$RUN/serial.log"
-)
-if [ -n "$HOST" ]; then
-  # shellcheck disable=SC2086 # HOST_ARGS is a list of options
-  start_host "$HOST" "$RUN/sock" "$RUN/host.log" $((QEMU_TIMEOUT + 30)) --backend reflector $HOST_ARGS ||
-    die "ptnet-host did not create $RUN/sock/vm0-ptnet.sock and vm0-memdev.sock (log above)"
-  pass "ptnet-host up (reflector${HOST_ARGS:+, $HOST_ARGS})"
-  mapfile -t DEVS < <(vfio_user_devices "$RUN/sock")
-  QEMU_ARGS+=("${DEVS[@]}")
-fi
-: >"$RUN/serial.log"
-T_BOOT=$(now)
-timeout -k 5 "$QEMU_TIMEOUT" "${QEMU[@]}" "${QEMU_ARGS[@]}" >"$RUN/qemu.log" 2>&1 &
-QEMU_PID=$!
-tail -n +1 -f --pid="$QEMU_PID" "$RUN/serial.log" 2>/dev/null | sed -u 's/\r$//; s/^/guest| /' >&2 &
-TAIL_PID=$!
+# One boot. boot_guest NAME [PTNET-HOST OPTIONS...]: starts ptnet-host with those options (when
+# it is available), boots the guest with its two functions attached, waits for the power-off
+# and stops ptnet-host (which logs its counters as it stops). Sets LOG (the serial log),
+# HOST_LOG, QEMU_RC and BOOT_SECS; returns 1 if ptnet-host did not come up.
+LOG=
+HOST_LOG=
 QEMU_RC=0
-wait "$QEMU_PID" || QEMU_RC=$?
-QEMU_PID=
-wait "$TAIL_PID" 2>/dev/null || true
-TAIL_PID=
-BOOT_SECS=$(secs_since "$T_BOOT")
-phase_end
-sed 's/^/qemu| /' "$RUN/qemu.log" | grep -v 'Could not enable error recovery' >&2 || true
-if [ -n "$HOST" ]; then
-  stop_host
-  sed 's/^/host| /' "$RUN/host.log" | tail -20 >&2
-fi
+BOOT_SECS=0
+boot_guest() {
+  local name=$1
+  shift
+  local serial=$RUN/serial-$name.log sock=$RUN/sock-$name
+  LOG=$RUN/serial-$name.txt
+  HOST_LOG=$RUN/host-$name.log
+  : >"$LOG"
+  : >"$HOST_LOG"
+  phase_begin "boot-$name"
+  # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
+  local args=(
+    -nodefaults -display none -no-reboot
+    -machine q35,memory-backend=mem -object memory-backend-memfd,id=mem,size=512M,share=on -m 512
+    -cpu max -smp 1
+    -kernel "$KERNEL_IMAGE" -initrd "$RUN/initramfs.gz"
+    -append "console=ttyS0 panic=-1 quiet ptnet_mode=$MODE ptnet_frames=$FRAMES ptnet_limit=$((QEMU_TIMEOUT > 40 ? QEMU_TIMEOUT - 30 : QEMU_TIMEOUT))"
+    -serial "file:$serial"
+  )
+  if [ -n "$HOST" ]; then
+    if ! start_host "$HOST" "$sock" "$HOST_LOG" $((QEMU_TIMEOUT + 30)) "$@"; then
+      fail "$name: ptnet-host did not create $sock/vm0-ptnet.sock and vm0-memdev.sock (log above)"
+      phase_end
+      return 1
+    fi
+    pass "$name: ptnet-host up ($*)"
+    local devs
+    mapfile -t devs < <(vfio_user_devices "$sock")
+    args+=("${devs[@]}")
+  fi
+  : >"$serial"
+  local t_boot
+  t_boot=$(now)
+  timeout -k 5 "$QEMU_TIMEOUT" "${QEMU[@]}" "${args[@]}" >"$RUN/qemu-$name.log" 2>&1 &
+  QEMU_PID=$!
+  tail -n +1 -f --pid="$QEMU_PID" "$serial" 2>/dev/null | sed -u "s/\r$//; s/^/guest($name)| /" >&2 &
+  TAIL_PID=$!
+  QEMU_RC=0
+  wait "$QEMU_PID" || QEMU_RC=$?
+  QEMU_PID=
+  wait "$TAIL_PID" 2>/dev/null || true
+  TAIL_PID=
+  BOOT_SECS=$(secs_since "$t_boot")
+  phase_end
+  sed "s/^/qemu($name)| /" "$RUN/qemu-$name.log" | grep -v 'Could not enable error recovery' >&2 || true
+  if [ -n "$HOST" ]; then
+    stop_host
+    sed "s/^/host($name)| /" "$HOST_LOG" | tail -20 >&2
+  fi
+  tr -d '\r' <"$serial" >"$LOG"
+}
+
+line() { grep -m1 -E "$1" "$LOG" || true; }
+has_fn() { grep -qE "^guest: pci [0-9a-f:.]+ 0x1b36:$1 " "$LOG"; }
+
+# check_guest NAME: the verdicts of one boot from its serial log. Sets RESULT (the selftest
+# line), TX and RX (its counts) and FOREIGN (frames set aside as not ours).
+RESULT=
+TX=
+RX=
+FOREIGN=
+check_guest() {
+  local name=$1
+  RESULT=
+  TX=
+  RX=
+  FOREIGN=
+  if [ -n "$(line '^guest: init up')" ]; then
+    pass "$name: guest booted to init ($(line '^guest: init up' | sed 's/.*uptime \([^ ,]*\).*/\1/') guest time)"
+  else
+    fail "$name: guest never reached init (QEMU exit $QEMU_RC; see the guest($name)| lines above)"
+  fi
+  if [ -n "$HOST" ]; then
+    if has_fn 0x000d && has_fn 0x000c; then
+      pass "$name: guest sees the ptnet function (1b36:000d) and the memdev (1b36:000c)"
+    else
+      fail "$name: guest does not see both vfio-user functions 1b36:000d and 1b36:000c"
+    fi
+  fi
+
+  if [ "$MODE" = smoke ]; then
+    if [ -n "$(line '^guest: ptnetd --help exit=0')" ]; then
+      pass "$name: ptnetd ($PTNETD_KIND build) runs in the guest"
+    else
+      fail "$name: ptnetd --help did not exit 0 in the guest ($PTNETD_KIND build)"
+    fi
+  else
+    # The start line names the PCI address, MAC, rings, slots, features and vnet header length;
+    # it is recognised by "ptnetd" and a MAC address (log prefixes such as "[INFO ptnetd] " allowed).
+    local mac_re='([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}' start
+    start=$(grep -E 'ptnetd' "$LOG" | grep -E "$mac_re" | grep -vE 'selftest (PASS|FAIL)' | head -1 || true)
+    if [ -n "$start" ]; then
+      pass "$name: ptnetd brought the device up: $start"
+    else
+      fail "$name: no ptnetd start line with a MAC address on the serial console"
+    fi
+    RESULT=$(grep -m1 -oE 'ptnetd: selftest (PASS|FAIL).*' "$LOG" || true)
+    if [[ $RESULT == "ptnetd: selftest PASS"* ]]; then
+      pass "$name: selftest: $RESULT"
+      # Counts, when the line carries them as sent=N received=N (or tx=N rx=N; any order, digits
+      # may be grouped by _ or ,).
+      TX=$(printf '%s\n' "$RESULT" | sed -En 's/.*\b(sent|tx)[=: ]{1,2}([0-9_,]+).*/\2/p' | tr -d '_,')
+      RX=$(printf '%s\n' "$RESULT" | sed -En 's/.*\b(received|rx)[=: ]{1,2}([0-9_,]+).*/\2/p' | tr -d '_,')
+      FOREIGN=$(printf '%s\n' "$RESULT" | sed -En 's/.*\bforeign=([0-9]+).*/\1/p')
+      if [ -n "$TX" ] && [ -n "$RX" ]; then
+        if [ "$TX" -ge "$MIN_FRAMES" ] && [ "$RX" -ge "$MIN_FRAMES" ]; then
+          pass "$name: frames moved: sent=$TX received=$RX (>= $MIN_FRAMES each way)"
+        elif [ "$FRAMES" -lt "$MIN_FRAMES" ]; then
+          say "$name: sent=$TX received=$RX: below $MIN_FRAMES, as asked with --frames $FRAMES"
+        else
+          fail "$name: frames moved: sent=$TX received=$RX, fewer than $MIN_FRAMES each way"
+        fi
+      else
+        say "$name: the PASS line carries no sent=N received=N counts; relying on ptnetd's verdict for $FRAMES frames"
+      fi
+    elif [ -n "$RESULT" ]; then
+      fail "$name: selftest: $RESULT"
+    else
+      fail "$name: no 'ptnetd: selftest PASS|FAIL' line (ptnetd crashed, hung or lacks --linux --selftest)"
+    fi
+    if [ -n "$(line '^guest: ptnetd exit=0$')" ]; then
+      pass "$name: ptnetd exited 0"
+    else
+      fail "$name: ptnetd exit status: $(line '^guest: ptnetd exit=' | sed 's/^guest: //')"
+    fi
+  fi
+
+  if [ "$QEMU_RC" = 0 ] && [ -n "$(line '^guest: done')" ]; then
+    pass "$name: guest powered off (QEMU run ${BOOT_SECS}s wall)"
+  elif [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
+    fail "$name: QEMU timed out after ${QEMU_TIMEOUT}s"
+  else
+    fail "$name: QEMU exit status $QEMU_RC (guest done marker: $([ -n "$(line '^guest: done')" ] && echo yes || echo no))"
+  fi
+  if [ -n "$HOST" ]; then
+    if grep -q 'panicked' "$HOST_LOG"; then
+      fail "$name: ptnet-host panicked (host($name)| lines above)"
+    elif [ "$HOST_STATE" = running ] || [ "$HOST_STATE" = "exit 0" ]; then
+      pass "$name: ptnet-host ran without error ($HOST_STATE at the end of the run)"
+    else
+      fail "$name: ptnet-host ended with $HOST_STATE during the run (host($name)| lines above)"
+    fi
+  fi
+}
+
+# host_count REGEX: the first number captured by REGEX (sed -E, one group) in the host log.
+host_count() { sed -En "s/.*$1.*/\\1/p" "$HOST_LOG" | head -1; }
+
+# check_switch_host NAME: the switch phase's host endpoints were at work, from the counters
+# ptnet-host logs as it stops (src/model/vfio/host.rs), and the guest set the source's
+# broadcasts aside.
+check_switch_host() {
+  local name=$1 sent sunk reflected undelivered
+  sent=$(host_count 'source: ([0-9]+) frames sent')
+  sunk=$(host_count 'sink: ([0-9]+) frames')
+  reflected=$(host_count 'reflect [0-9a-f:]+: .*reflected=([0-9]+)')
+  undelivered=$(host_count 'reflect [0-9a-f:]+: .*undelivered=([0-9]+)')
+  local sw
+  sw=$(grep -m1 -oE 'switch vale0: .*' "$HOST_LOG" || true)
+  [ -n "$sw" ] && say "$name: host $sw"
+  if [ -n "$sent" ] && [ "$sent" -ge 1000 ]; then
+    pass "$name: host source active: $(grep -m1 -oE 'source: [0-9]+ frames sent.*' "$HOST_LOG")"
+  else
+    fail "$name: host source: ${sent:-no} frames sent logged (at least 1000 expected at $SOURCE_PPS pps)"
+  fi
+  if [ -n "$sunk" ] && [ "$sunk" -ge 1 ]; then
+    pass "$name: host sink active: $(grep -m1 -oE 'sink: [0-9]+ frames.*' "$HOST_LOG") (the guest's frames flooded before the switch learnt the reflect endpoint)"
+  else
+    fail "$name: host sink: ${sunk:-no} frames received logged (at least 1 expected)"
+  fi
+  if [ -n "$reflected" ] && [ -n "$RX" ] && [ "$reflected" -ge "$RX" ] && [ "$undelivered" = 0 ]; then
+    pass "$name: host reflect endpoint: $(grep -m1 -oE 'reflect [0-9a-f:]+: .*' "$HOST_LOG")"
+  else
+    fail "$name: host reflect endpoint: reflected=${reflected:-?} undelivered=${undelivered:-?} (the guest received ${RX:-?})"
+  fi
+  if [ -n "$FOREIGN" ] && [ "$FOREIGN" -gt 0 ]; then
+    pass "$name: the source's broadcasts reached the guest and were set aside: foreign=$FOREIGN"
+  elif [[ $RESULT == "ptnetd: selftest PASS"* ]]; then
+    fail "$name: the guest received no foreign frame (foreign=${FOREIGN:-?}): the source's broadcasts did not reach it"
+  fi
+}
 
 # --------------------------------------------------------------------------------------------
-# Verdicts from the serial log.
-LOG=$RUN/serial.log.txt
-tr -d '\r' <"$RUN/serial.log" >"$LOG"
-line() { grep -m1 -E "$1" "$LOG" || true; }
-
-if [ -n "$(line '^guest: init up')" ]; then
-  pass "guest booted to init ($(line '^guest: init up' | sed 's/.*uptime \([^ ,]*\).*/\1/') guest time)"
-else
-  fail "guest never reached init (QEMU exit $QEMU_RC; see the guest| lines above)"
-fi
-
-has_fn() { grep -qE "^guest: pci [0-9a-f:.]+ 0x1b36:$1 " "$LOG"; }
-if [ -n "$HOST" ]; then
-  if has_fn 0x000d && has_fn 0x000c; then
-    pass "guest sees the ptnet function (1b36:000d) and the memdev (1b36:000c)"
-  else
-    fail "guest does not see both vfio-user functions 1b36:000d and 1b36:000c"
-  fi
-fi
-
 if [ "$MODE" = smoke ]; then
-  if [ -n "$(line '^guest: ptnetd --help exit=0')" ]; then
-    pass "ptnetd ($PTNETD_KIND build) runs in the guest"
-  else
-    fail "ptnetd --help did not exit 0 in the guest ($PTNETD_KIND build)"
-  fi
+  # shellcheck disable=SC2086 # HOST_ARGS is a list of options
+  boot_guest smoke --backend reflector $HOST_ARGS && check_guest smoke
 else
-  # The start line names the PCI address, MAC, rings, slots, features and vnet header length;
-  # it is recognised by "ptnetd" and a MAC address (log prefixes such as "[INFO ptnetd] " allowed).
-  MAC_RE='([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}'
-  START=$(grep -E 'ptnetd' "$LOG" | grep -E "$MAC_RE" | grep -vE 'selftest (PASS|FAIL)' | head -1 || true)
-  if [ -n "$START" ]; then
-    pass "ptnetd brought the device up: $START"
-  else
-    fail "no ptnetd start line with a MAC address on the serial console"
+  if [ "$PHASES" != switch ]; then
+    # shellcheck disable=SC2086 # HOST_ARGS is a list of options
+    boot_guest reflector --backend reflector $HOST_ARGS && check_guest reflector
   fi
-  RESULT=$(grep -m1 -oE 'ptnetd: selftest (PASS|FAIL).*' "$LOG" || true)
-  if [[ $RESULT == "ptnetd: selftest PASS"* ]]; then
-    pass "selftest: $RESULT"
-    # Counts, when the line carries them as sent=N received=N (or tx=N rx=N; any order, digits
-    # may be grouped by _ or ,).
-    TX=$(printf '%s\n' "$RESULT" | sed -En 's/.*\b(sent|tx)[=: ]{1,2}([0-9_,]+).*/\2/p' | tr -d '_,')
-    RX=$(printf '%s\n' "$RESULT" | sed -En 's/.*\b(received|rx)[=: ]{1,2}([0-9_,]+).*/\2/p' | tr -d '_,')
-    if [ -n "$TX" ] && [ -n "$RX" ]; then
-      if [ "$TX" -ge "$MIN_FRAMES" ] && [ "$RX" -ge "$MIN_FRAMES" ]; then
-        pass "frames moved: sent=$TX received=$RX (>= $MIN_FRAMES each way)"
-      elif [ "$FRAMES" -lt "$MIN_FRAMES" ]; then
-        say "sent=$TX received=$RX: below $MIN_FRAMES, as asked with --frames $FRAMES"
-      else
-        fail "frames moved: sent=$TX received=$RX, fewer than $MIN_FRAMES each way"
-      fi
-    else
-      say "the PASS line carries no sent=N received=N counts; relying on ptnetd's verdict for $FRAMES frames"
+  if [ "$PHASES" != reflector ]; then
+    if boot_guest switch --backend switch --reflect --sink --source-pps "$SOURCE_PPS"; then
+      check_guest switch
+      check_switch_host switch
     fi
-  elif [ -n "$RESULT" ]; then
-    fail "selftest: $RESULT"
-  else
-    fail "no 'ptnetd: selftest PASS|FAIL' line (ptnetd crashed, hung or lacks --linux --selftest)"
-  fi
-  if [ -n "$(line '^guest: ptnetd exit=0$')" ]; then
-    pass "ptnetd exited 0"
-  else
-    fail "ptnetd exit status: $(line '^guest: ptnetd exit=' | sed 's/^guest: //')"
-  fi
-fi
-
-if [ "$QEMU_RC" = 0 ] && [ -n "$(line '^guest: done')" ]; then
-  pass "guest powered off (QEMU run ${BOOT_SECS}s wall)"
-elif [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
-  fail "QEMU timed out after ${QEMU_TIMEOUT}s"
-else
-  fail "QEMU exit status $QEMU_RC (guest done marker: $([ -n "$(line '^guest: done')" ] && echo yes || echo no))"
-fi
-if [ -n "$HOST" ]; then
-  if grep -q 'panicked' "$RUN/host.log"; then
-    fail "ptnet-host panicked (host| lines above)"
-  elif [ "$HOST_STATE" = running ] || [ "$HOST_STATE" = "exit 0" ]; then
-    pass "ptnet-host ran without error ($HOST_STATE at the end of the run)"
-  else
-    fail "ptnet-host ended with $HOST_STATE during the run (host| lines above)"
   fi
 fi
 
