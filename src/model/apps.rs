@@ -366,13 +366,14 @@ impl ReflectShared {
 /// A switch endpoint that sends every frame addressed to its MAC back into the switch, from its
 /// own port, with the destination and source MAC addresses swapped: the frame returns, unicast,
 /// to its sender (the switch learnt the sender's address when the frame came in, and learns the
-/// endpoint's from the answer, so after the first frame nothing is flooded). Like netmap's
-/// `pkt-gen -f reflect`, but on a VALE port of the host.
+/// endpoint's from the answer, so after the first answer nothing is flooded). The guest self
+/// test's peer on a switch (`ptnet-host --reflect`).
 ///
 /// [`SwitchEndpoint::receive`] runs under the switch's lock, so it only queues a copy (bounded:
 /// a full queue drops and counts); a worker thread sends the copies in order. A frame whose
 /// destination refuses it (its RX ring is full) is offered again whenever a port on the switch
-/// releases RX slots ([`Switch::space`]), for at most [`ReflectConfig::retry`]: a guest that keeps
+/// releases RX slots ([`Switch::space`]), and at least every 2 ms, for at most
+/// [`ReflectConfig::retry`]: a guest that keeps
 /// at most half its RX ring in flight gets every frame back even while other traffic (a
 /// source's broadcasts) fills the rest. Frames in the queue wait behind such a frame.
 ///
