@@ -14,7 +14,7 @@
 
 use super::{DriverError, Ptnet};
 use crate::abi::csb::{NAF_FORCE_READ, NAF_FORCE_RECLAIM};
-use crate::abi::netmap::NS_MOREFRAG;
+use crate::abi::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use crate::abi::vnet::VirtioNetHdr;
 use crate::csb::{fence_then_read_flag, rearm_then_recheck};
 use crate::nm::Slot;
@@ -141,22 +141,23 @@ impl<P: Platform> Ptnet<P> {
         }
         // Validate every slot we are about to fill before touching any buffer.
         let view = self.rings[i as usize].view.clone();
-        let mut offs = [0usize; crate::abi::netmap::NETMAP_MAX_FRAGS];
+        let mut offs = [(0usize, 0u32); NETMAP_MAX_FRAGS];
         if need as usize > offs.len() {
             return Err(CopyError::TooLong(frame.len()));
         }
         let mut h = c.head;
         for o in offs.iter_mut().take(need as usize) {
-            let s = view.slot(h);
-            *o = self.buf_off(Slot { len: 0, ..s }, bsz).inspect_err(|_| {
+            let s = view.slot(h); // copied once: the validated index is the one written back
+            let off = self.buf_off(Slot { len: 0, ..s }, bsz).inspect_err(|_| {
                 self.rings[i as usize].stats.errors += 1;
             })?;
+            *o = (off, s.buf_idx);
             h = ring::next(h, n);
         }
         let region = &self.region;
         let mut pos = 0usize; // position in header+frame
         let mut h = c.head;
-        for (k, &off) in offs.iter().take(need as usize).enumerate() {
+        for (k, &(off, buf_idx)) in offs.iter().take(need as usize).enumerate() {
             let chunk = (total - pos).min(bsz);
             let mut written = 0;
             if pos < hl {
@@ -176,8 +177,7 @@ impl<P: Platform> Ptnet<P> {
                 .write_bytes(off + written, &frame[fpos..fpos + fk])
                 .map_err(|e| DriverError::BadLayout(e.to_string()))?;
             let flags = if k + 1 < need as usize { NS_MOREFRAG } else { 0 };
-            let s = view.slot(h);
-            view.set_slot(h, Slot { buf_idx: s.buf_idx, len: chunk as u16, flags });
+            view.set_slot(h, Slot { buf_idx, len: chunk as u16, flags });
             pos += chunk;
             h = ring::next(h, n);
         }
@@ -248,8 +248,9 @@ impl<P: Platform> Ptnet<P> {
         let n = r.num_slots();
         // Find a complete chain in [head, rtail), syncing the tail (and re-arming) as needed.
         let mut tries = 0;
+        let mut chain = [Slot::default(); NETMAP_MAX_FRAGS];
         let slots = loop {
-            match Self::chain_len(r, c.head) {
+            match Self::chain_len(r, c.head, &mut chain) {
                 Some(k) => break k,
                 None if tries == 0 => {
                     let _ = r.sync_tail();
@@ -278,12 +279,10 @@ impl<P: Platform> Ptnet<P> {
             }
             tries += 1;
         };
-        let view = r.view.clone();
-        let first = c.head;
-        c.head = ring::add(first, slots, n);
+        c.head = ring::add(c.head, slots, n);
         c.unpublished += 1;
         self.copy[i as usize] = c;
-        let res = self.copy_out(&view, first, slots, hl, bsz, buf);
+        let res = self.copy_out(&chain[..slots as usize], hl, bsz, buf);
         if res.is_err() {
             self.rings[i as usize].stats.errors += 1;
         }
@@ -297,41 +296,43 @@ impl<P: Platform> Ptnet<P> {
         Ok(Some(got))
     }
 
-    /// Length in slots of the complete chain starting at `head`, if one is available.
-    fn chain_len(r: &super::ring::GuestRing, head: u32) -> Option<u32> {
+    /// Length in slots of the complete chain starting at `head`, if one is available. The
+    /// slots are copied once into `chain` (the host may rewrite them at any time; only these
+    /// copies are validated and used).
+    fn chain_len(
+        r: &super::ring::GuestRing,
+        head: u32,
+        chain: &mut [Slot; NETMAP_MAX_FRAGS],
+    ) -> Option<u32> {
         let n = r.num_slots();
         let avail = ring::dist(head, r.k.rtail, n);
         let mut h = head;
-        for k in 1..=avail.min(crate::abi::netmap::NETMAP_MAX_FRAGS as u32) {
-            if r.view.slot(h).flags & NS_MOREFRAG == 0 {
-                return Some(k);
+        for (k, c) in chain.iter_mut().enumerate().take(avail as usize) {
+            *c = r.view.slot(h);
+            if c.flags & NS_MOREFRAG == 0 {
+                return Some(k as u32 + 1);
             }
             h = ring::next(h, n);
         }
-        if avail as usize >= crate::abi::netmap::NETMAP_MAX_FRAGS {
-            return Some(avail.min(crate::abi::netmap::NETMAP_MAX_FRAGS as u32));
-            // over-long: dropped below
+        if avail as usize >= NETMAP_MAX_FRAGS {
+            return Some(NETMAP_MAX_FRAGS as u32); // over-long: dropped by copy_out
         }
         None // empty, or incomplete chain (E5): retry later
     }
 
     fn copy_out(
         &self,
-        view: &crate::nm::RingView,
-        first: u32,
-        slots: u32,
+        chain: &[Slot],
         hl: usize,
         bsz: usize,
         buf: &mut [u8],
     ) -> Result<Received, CopyError> {
-        let n = view.num_slots();
-        let mut h = first;
+        let slots = chain.len();
         let mut skip = hl; // header bytes still to strip
         let mut hb = [0u8; 12];
         let mut out = 0usize;
         let mut total = 0usize;
-        for k in 0..slots {
-            let s = view.slot(h);
+        for (k, &s) in chain.iter().enumerate() {
             let off = self.buf_off(s, bsz)?;
             let len = s.len as usize;
             if k == 0 && len < hl {
@@ -355,7 +356,6 @@ impl<P: Platform> Ptnet<P> {
                     .map_err(|e| DriverError::BadLayout(e.to_string()))?;
                 out += body;
             }
-            h = ring::next(h, n);
         }
         if total > buf.len() {
             return Err(CopyError::BufferTooSmall { len: total });
