@@ -204,8 +204,9 @@ pub fn frame_len(seq: u64, max_len: usize, buf_size: usize) -> usize {
     }
 }
 
-/// Folds `b` eight bytes at a time into `h` (xor, multiply, xorshift: every bit counts).
-fn fold(mut h: u64, b: &[u8]) -> u64 {
+/// Folds `b` eight bytes at a time into `h` (xor, multiply, xorshift: every bit counts). Also
+/// the payload checksum of the model demo's frames.
+pub fn fold(mut h: u64, b: &[u8]) -> u64 {
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];

@@ -80,21 +80,10 @@ fn payload(f: &mut Vec<u8>, seq: u64, len: usize) {
     }
 }
 
-/// The checksum of [`check_demo_frame`] over `b`, eight bytes at a time: every word goes into a
-/// 64-bit state with xor, multiply and xorshift, so a change anywhere is caught.
+/// The checksum of [`check_demo_frame`] over `b`: the self test's eight-bytes-at-a-time fold
+/// ([`crate::selftest::fold`]), so a change anywhere is caught.
 fn fold(b: &[u8]) -> u32 {
-    let mut h = 0x243f_6a88_85a3_08d3u64;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 29;
-    }
-    let mut w = [0u8; 8];
-    w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    (h ^ (h >> 32)) as u32
+    crate::selftest::fold(0x243f_6a88_85a3_08d3, b) as u32
 }
 
 /// Builds demo frame `seq` of `len` bytes (clamped to 60..=[`MAX_FRAME_LEN`]) into `f`: the

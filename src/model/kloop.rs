@@ -20,7 +20,7 @@ use super::notify::Notifier;
 use super::port::{HostRing, NmPort};
 use crate::abi::csb::NAF_FORCE_RECLAIM;
 use crate::abi::netmap::NS_MOREFRAG;
-use crate::csb::{fence_then_read_flag, rearm_then_recheck, Atok, Ktoa};
+use crate::csb::{fence_then_read_flag, rearm_then_recheck, Atok, AtokSnapshot, Ktoa};
 use crate::ring;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -246,6 +246,20 @@ impl KloopCtx {
         }
     }
 
+    /// §8.6 TX 3g / RX 2e: nothing to do until the guest moves `head` past `seen`, so set
+    /// `kern_need_kick` = 1, full fence, re-read atok into `shadow`; if head moved after all,
+    /// clear the flag and return `true` (keep processing), else leave it armed.
+    fn ask_for_kick(&self, i: u32, shadow: &mut AtokSnapshot, seen: u32) -> bool {
+        let (atok, ktoa) = (&self.atok[i as usize], &self.ktoa[i as usize]);
+        rearm_then_recheck(
+            |v| ktoa.set_kern_need_kick(v),
+            || {
+                *shadow = atok.kern_read();
+                shadow.head != seen
+            },
+        )
+    }
+
     /// Per-ring TX processing (§8.6 TX 1–4).
     fn process_tx(&self, i: u32, p: &mut RingProc) {
         let (atok, ktoa) = (&self.atok[i as usize], &self.ktoa[i as usize]);
@@ -281,14 +295,7 @@ impl KloopCtx {
             self.notify_guest(i, direct, p);
             let new = atok.kern_read();
             if new.head == rhead {
-                let again = rearm_then_recheck(
-                    |v| ktoa.set_kern_need_kick(v),
-                    || {
-                        shadow = atok.kern_read();
-                        shadow.head != rhead
-                    },
-                );
-                if !again {
+                if !self.ask_for_kick(i, &mut shadow, rhead) {
                     break;
                 }
             } else {
@@ -351,14 +358,7 @@ impl KloopCtx {
                 // The guest holds every buffer (or a host producer waits for room): ask for a
                 // kick when it releases some.
                 let h0 = shadow.head;
-                let again = rearm_then_recheck(
-                    |v| ktoa.set_kern_need_kick(v),
-                    || {
-                        shadow = atok.kern_read();
-                        shadow.head != h0
-                    },
-                );
-                if !again {
+                if !self.ask_for_kick(i, &mut shadow, h0) {
                     break;
                 }
                 continue;

@@ -272,6 +272,8 @@ pub struct NmPort {
     backend: RwLock<Option<Arc<dyn TxBackend>>>,
     listener: RwLock<Option<Arc<dyn PortListener>>>,
     tap: RwLock<Option<Arc<PcapTap>>>,
+    /// Cheap per-frame check before taking the `tap` lock (the data path runs per packet).
+    has_tap: AtomicBool,
     /// Counters.
     pub stats: PortStats,
 }
@@ -359,6 +361,7 @@ impl NmPort {
             backend: RwLock::new(None),
             listener: RwLock::new(None),
             tap: RwLock::new(None),
+            has_tap: AtomicBool::new(false),
             stats: PortStats::default(),
         }))
     }
@@ -443,7 +446,9 @@ impl NmPort {
     /// Installs (or removes) a pcap tap recording every frame the port sends or receives
     /// (virtio-net headers stripped).
     pub fn set_tap(&self, t: Option<Arc<PcapTap>>) {
-        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = t;
+        let mut g = self.tap.write().unwrap_or_else(|e| e.into_inner());
+        self.has_tap.store(t.is_some(), Ordering::Release);
+        *g = t;
     }
 
     fn tap(&self) -> Option<Arc<PcapTap>> {
@@ -451,6 +456,9 @@ impl NmPort {
     }
 
     fn record(&self, frame: &Frame<'_>) {
+        if !self.has_tap.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(t) = self.tap() {
             let mut v = Vec::with_capacity(frame.len());
             frame.gather(&mut v);
