@@ -225,7 +225,12 @@ fn create_errors() {
 /// kern_need_kick = 1; atok head/cur from the kring, appl_need_kick = 1, sync_flags = 1.
 #[test]
 fn create_initialises_the_csb() {
-    let (vm, dev, _) = vm_with_port(2, 128);
+    // Direct mode: no loop thread runs after CREATE, so the CSB holds exactly what CREATE
+    // wrote (in kloop mode the loop starts processing at once and may clear kern_need_kick).
+    let (_, _, port) = vm_with_port(2, 128);
+    let vm = Vm::new(64).unwrap();
+    let nd = Netdev { port: Some(port), passthrough: true, kloop_tx: false, kloop_rx: false };
+    let dev = vm.add_ptnet(nd, PtnetConfig::default()).unwrap();
     let g = Guest::attach(&vm, &dev, &Opts::default());
     g.gh.fill(0, 4096, 0x5a).unwrap();
     g.hg.fill(0, 4096, 0xa5).unwrap();
@@ -310,6 +315,11 @@ fn tx_rx_through_a_pipe() {
     let r = gb.rx(0);
     let s = r.view.slot(ptnetd::ring::prev(r.view.head(), r.n));
     assert_ne!(s.flags & NS_BUF_CHANGED, 0, "pipes swap buffers");
+    // The host counts TX frames right after handing them on: wait for it.
+    let t0 = std::time::Instant::now();
+    while ga.dev.counters(0).unwrap().packets < 500 && t0.elapsed() < T {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let c = ga.dev.counters(0).unwrap();
     assert_eq!(c.packets, 500);
     assert!(c.kicks > 0);

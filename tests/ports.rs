@@ -72,6 +72,11 @@ fn source_and_sink_on_a_port() {
     }
     assert_eq!(sink.frames.load(Ordering::Relaxed), 3000);
     assert_eq!(sink.bad.load(Ordering::Relaxed), 0);
+    // The host counts TX frames right after handing them on: wait for it.
+    let t0 = std::time::Instant::now();
+    while dev.counters(0).unwrap().packets < 3000 && t0.elapsed() < T {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let c = dev.counters(0).unwrap();
     assert_eq!(c.packets, 3000);
     assert_eq!(c.bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());

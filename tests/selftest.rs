@@ -87,6 +87,13 @@ fn passes_through_a_reflector() {
     let tx = n.drv.stats(0).unwrap();
     assert_eq!(tx.frames, 0, "no copy-path frames");
     assert!(tx.syncs > 0 && n.drv.stats(1).unwrap().syncs > 0);
+    // The host counts TX frames right after handing them on: wait for it.
+    let t0 = std::time::Instant::now();
+    while n.dev.counters(0).unwrap().packets < 5000
+        && t0.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert_eq!(n.dev.counters(0).unwrap().packets, 5000);
     // A second run on the same rings starts where the first stopped.
     let r = run(&mut n, 777, Duration::from_secs(30));

@@ -45,7 +45,9 @@ pub trait MsiSink: Send + Sync {
 #[derive(Debug, Default)]
 pub struct RingCounters {
     /// Frames the host processed for this ring (sent for TX, made visible to the guest for RX;
-    /// an RX chain split by a pipe counts when its last slot becomes visible).
+    /// an RX chain split by a pipe counts when its last slot becomes visible). RX frames are
+    /// counted before they are published; TX frames right after the backend handed them on, so
+    /// a peer may see a frame a moment before the sender's counter does.
     pub packets: AtomicU64,
     /// Bytes likewise.
     pub bytes: AtomicU64,
@@ -328,7 +330,8 @@ impl KloopCtx {
                 return;
             }
             let released = self.port.rxsync_release(&mut hr);
-            ktoa.kern_publish_hwcur_hwtail(hr.kring.hwcur, hr.kring.hwtail);
+            // Count the new slots before publishing them: once published they are the
+            // guest's (it may rewrite them), and a reader of the counters sees them complete.
             let moved = hr.kring.hwtail != hr.kring.rtail;
             if moved {
                 let (mut frames, mut bytes) = (0, 0);
@@ -346,6 +349,7 @@ impl KloopCtx {
             } else {
                 dry += 1;
             }
+            ktoa.kern_publish_hwcur_hwtail(hr.kring.hwcur, hr.kring.hwtail);
             let (rhead, hwtail) = (hr.kring.rhead, hr.kring.hwtail);
             let ring_id = hr.id;
             drop(hr);
