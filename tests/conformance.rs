@@ -9,8 +9,9 @@ use ptnetd::abi::netmap::{NS_BUF_CHANGED, NS_MOREFRAG};
 use ptnetd::abi::pci as ids;
 use ptnetd::abi::{memdev as mdr, regs};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
+use ptnetd::model::pci::{MSIX_CAP_OFFSET, MSIX_CTRL_ENABLE};
 use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
-use ptnetd::model::ptnet::{DeviceError, Netdev, PtnetConfig};
+use ptnetd::model::ptnet::{DeviceError, Netdev, PtnetConfig, CSB_ENABLE_FAILED};
 use ptnetd::model::switch::Switch;
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::nm::Slot;
@@ -662,4 +663,77 @@ fn switch_segments_and_checksums_for_a_port_without_headers() {
     }
     assert_eq!(joined, payload);
     assert_eq!(got.len(), 3);
+}
+
+/// §5.1 / §3.1: CREATE's `NETMAP_REQ_CSB_ENABLE` (`netmap_csb_validate`) refuses a CSB array
+/// whose address is not a multiple of the 64-byte entry: status 1 (QEMU stores the raw ioctl
+/// result). The array is mapped all the same (QEMU maps any RAM address), so the ENXIO check
+/// (array unmapped) and the MSI-X check (E6) come first.
+#[test]
+fn create_refuses_a_misaligned_csb() {
+    let (vm, dev, _) = vm_with_port(2, 64);
+    let mut g = Guest::attach(&vm, &dev, &Opts::default());
+    let arrays = [(regs::CSB_GH_BAL, g.gh_gpa), (regs::CSB_HG_BAL, g.hg_gpa)];
+    for (bal, gpa) in arrays {
+        for delta in [8u64, 32, 4, 1, 63] {
+            reg_write(&g.nic, bal, (gpa + delta) as u32);
+            assert_eq!(g.create(), CSB_ENABLE_FAILED, "{bal}: {gpa:#x} + {delta}");
+            assert!(!dev.is_running());
+        }
+        reg_write(&g.nic, bal, gpa as u32);
+    }
+    assert_eq!(g.create(), 0, "aligned again");
+    // Misaligned GH, and HG unmapped: ENXIO first.
+    reg_write(&g.nic, regs::CSB_GH_BAL, (g.gh_gpa + 8) as u32);
+    reg_write(&g.nic, regs::CSB_HG_BAL, 0);
+    assert_eq!(g.create(), regs::status::ENXIO);
+    // Misaligned (not even to 8 bytes) and outside RAM: unmapped, ENXIO.
+    reg_write(&g.nic, regs::CSB_HG_BAH, 0x10);
+    reg_write(&g.nic, regs::CSB_HG_BAL, 4);
+    assert_eq!(g.create(), regs::status::ENXIO);
+    reg_write(&g.nic, regs::CSB_HG_BAH, 0);
+    reg_write(&g.nic, regs::CSB_HG_BAL, g.hg_gpa as u32);
+    // Misaligned, MSI-X disabled: the MSI-X check comes first (E6).
+    let (vm, dev, _) = vm_with_port(1, 64);
+    let mut g = Guest::attach(&vm, &dev, &Opts { msix: false, ..Default::default() });
+    reg_write(&g.nic, regs::CSB_GH_BAL, (g.gh_gpa + 8) as u32);
+    assert_eq!(g.create(), regs::status::EIO);
+    setup_msix(&g.nic, 2);
+    assert_eq!(g.create(), CSB_ENABLE_FAILED);
+    assert!(!dev.is_running());
+}
+
+/// §6 "QEMU side of CREATE": every CREATE runs the ENXIO and MSI-X checks, also while the loop
+/// runs (only CSB_ENABLE and the loop start are skipped, E11); a failing check leaves the
+/// running loop alone.
+#[test]
+fn a_second_create_runs_the_checks() {
+    let (vm, dev, _) = vm_with_port(1, 64);
+    let mut g = Guest::attach(&vm, &dev, &Opts::default());
+    assert_eq!(g.create(), 0);
+    let create = |nic: &PciFunction| {
+        reg_write(nic, regs::PTCTL, regs::PTCTL_CREATE);
+        reg_read(nic, regs::PTCTL)
+    };
+    // MSI-X disabled while the loop runs (E6: QEMU would abort; the model fails).
+    let ctl_off = MSIX_CAP_OFFSET as u16 + 2;
+    let ctl = g.nic.config_read(ctl_off, 2);
+    g.nic.config_write(ctl_off, 2, ctl & !(MSIX_CTRL_ENABLE as u32));
+    assert_eq!(create(&g.nic), regs::status::EIO, "second CREATE, MSI-X off");
+    assert!(dev.is_running(), "the first CREATE's loop runs on");
+    g.nic.config_write(ctl_off, 2, ctl);
+    assert_eq!(create(&g.nic), 0, "second CREATE, MSI-X on");
+    // A device reset forgets the CSB addresses but leaves the loop running (§11 [observed]):
+    // the CSB is gone for CREATE, which says ENXIO.
+    dev.reset();
+    assert!(dev.is_running());
+    assert_eq!(create(&g.nic), regs::status::ENXIO, "second CREATE, CSB gone");
+    assert!(dev.is_running());
+    // The driver's way back: BAL writes (implicit DELETE), MSI-X, CREATE.
+    g.nic.config_write(4, 2, 0x7);
+    reg_write(&g.nic, regs::CSB_GH_BAL, g.gh_gpa as u32);
+    reg_write(&g.nic, regs::CSB_HG_BAL, g.hg_gpa as u32);
+    assert!(!dev.is_running());
+    setup_msix(&g.nic, 2);
+    assert_eq!(g.create(), 0);
 }
