@@ -8,14 +8,15 @@ use ptnetd::abi::csb::{ENTRY_SIZE, NAF_FORCE_RECLAIM};
 use ptnetd::abi::netmap::{NS_BUF_CHANGED, NS_MOREFRAG};
 use ptnetd::abi::pci as ids;
 use ptnetd::abi::{memdev as mdr, regs};
+use ptnetd::model::apps::Sink;
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::pci::{MSIX_CAP_OFFSET, MSIX_CTRL_ENABLE};
-use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
+use ptnetd::model::port::{Frame, HostRing, NmPort, PipeEnd, PortError, PortSpec, TxBackend};
 use ptnetd::model::ptnet::{DeviceError, Netdev, PtnetConfig, CSB_ENABLE_FAILED};
 use ptnetd::model::switch::Switch;
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::nm::Slot;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
@@ -736,4 +737,79 @@ fn a_second_create_runs_the_checks() {
     assert!(!dev.is_running());
     setup_msix(&g.nic, 2);
     assert_eq!(g.create(), 0);
+}
+
+/// Lets a test act as the guest at one exact point of the host's RX pass: when the host has
+/// released RX slots (after publishing hwcur/hwtail, before re-reading atok; §8.6 RX 2b–2e).
+struct ReleaseHook(Mutex<Option<Box<dyn Fn() + Send>>>);
+
+impl TxBackend for ReleaseHook {
+    /// The tests using this backend send nothing.
+    fn transmit(&self, _: &NmPort, _: &mut HostRing) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn rx_released(&self, _: &NmPort, _: u32) {
+        if let Some(f) = self.0.lock().unwrap().as_ref() {
+            f();
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "release-hook"
+    }
+}
+
+/// One VM whose ptnet device runs both directions in direct mode (every kick is processed
+/// before the register write returns), on a 1-ring, 64-slot port with `backend`.
+fn direct_guest(backend: Arc<dyn TxBackend>) -> (Guest, Arc<NmPort>) {
+    let mem = Arc::new(NetmapMemory::new(1, MemConfig::for_ports(1, 2, 64, 64)).unwrap());
+    let port = NmPort::new(mem, &PortSpec::new("direct", 1, 64)).unwrap();
+    port.set_backend(backend);
+    let vm = Vm::new(64).unwrap();
+    let nd =
+        Netdev { port: Some(port.clone()), passthrough: true, kloop_tx: false, kloop_rx: false };
+    let dev = vm.add_ptnet(nd, PtnetConfig::default()).unwrap();
+    let mut g = Guest::attach(&vm, &dev, &Opts::default());
+    assert_eq!(g.create(), 0);
+    (g, port)
+}
+
+/// §8.6 RX 2f, as netmap: a pass ends once the backend has nothing more for the guest
+/// (`hwtail == rhead`) or after two dry iterations; what the guest publishes meanwhile waits for
+/// the next wake-up. Here the guest publishes a head past tail right after the host released
+/// its slots: that pass ends without looking (no reinit), the next kick finds it (E9).
+#[test]
+fn rx_pass_ends_when_the_backend_has_nothing_more() {
+    let hook = Arc::new(ReleaseHook(Mutex::new(None)));
+    let (mut g, port) = direct_guest(hook.clone());
+    let rx = g.ntx;
+    for s in 0..3 {
+        port.deliver(0, &Frame::Bytes(&make_frame(B, A, s, 60))).unwrap();
+    }
+    g.kick(rx);
+    assert_eq!(g.rx(0).ktoa.appl_read(), (0, 3), "three frames published");
+    let atok = g.rx(0).atok.clone();
+    *hook.0.lock().unwrap() = Some(Box::new(move || atok.appl_publish_head_cur(10, 10)));
+    g.rx(0).atok.appl_publish_head_cur(3, 3);
+    g.kick(rx);
+    assert_eq!(g.rx(0).ktoa.appl_read(), (3, 3), "slots released");
+    assert_eq!(g.dev.counters(rx).unwrap().reinits, 0, "the pass ended at hwtail == rhead");
+    *hook.0.lock().unwrap() = None;
+    g.kick(rx);
+    assert_eq!(g.dev.counters(rx).unwrap().reinits, 1, "the next pass checks the bad head");
+}
+
+/// §8.6 TX 3a: netmap adds `NAF_FORCE_RECLAIM` for the backend's txsync, which only NIC drivers
+/// read. The model's backends reclaim on every pass (as netmap's pipes and VALE ports do), so a
+/// sync without the flag, with most of the ring in flight, gets every sent slot back.
+#[test]
+fn tx_reclaims_on_every_pass_without_force_reclaim() {
+    let (mut g, _port) = direct_guest(Sink::new(0));
+    for s in 0..40 {
+        assert!(g.put_tx(0, &make_frame(B, A, s, 60)));
+    }
+    g.tx(0).atok.set_sync_flags(0);
+    g.tx(0).atok.appl_publish_head_cur(40, 40);
+    g.kick(0);
+    assert_eq!(g.tx(0).ktoa.appl_read(), (40, 39), "all 40 slots reclaimed, sync_flags 0");
+    assert_eq!(g.dev.counters(0).unwrap().packets, 40);
 }

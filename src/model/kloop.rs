@@ -15,10 +15,24 @@
 //!   netmap may leave `kern_need_kick` at 0 on exit (TX ring full), the model sets it back to 1:
 //!   in direct mode no loop thread exists to process the ring without a kick, so 0 would stall
 //!   the ring for good.
+//! * TX sync flags (§8.6 TX 3a, E11): netmap hands the guest's `sync_flags`, plus
+//!   `NAF_FORCE_RECLAIM` when the host ring's free space is ≤ N/2, to the backend's txsync, and
+//!   only NIC drivers read them (to reclaim completed slots early). The model's backends (pipe,
+//!   reflector, switch port, sink) reclaim on every txsync, as netmap's pipes and VALE ports do,
+//!   so the flags would change nothing: the model copies `sync_flags` with atok and passes no
+//!   flags on.
+//! * RX stop (§8.6 RX 2f), netmap's condition and nothing more: a pass ends when `hwtail ==
+//!   rhead` (the backend had nothing more for the guest) or after two dry iterations. A head the
+//!   guest publishes meanwhile is taken at the next wake-up (its kick, a backend event or the
+//!   timeout); a guest that follows the protocol cannot move head then anyway, since its tail
+//!   is `hwtail == rhead`. The model's one addition is to the "no free RX slot" test of RX 2e:
+//!   while a host producer waits for room ([`NmPort::rx_blocked`]: the source endpoint, whose
+//!   multi-slot frame may need more than the free slots), the pass also asks for a kick, so the
+//!   guest's next release is processed at once and wakes the producer. netmap has no such
+//!   producer (its backends fill the ring in their own rxsync).
 
 use super::notify::Notifier;
 use super::port::{HostRing, NmPort};
-use crate::abi::csb::NAF_FORCE_RECLAIM;
 use crate::abi::netmap::NS_MOREFRAG;
 use crate::csb::{fence_then_read_flag, rearm_then_recheck, Atok, AtokSnapshot, Ktoa};
 use crate::ring;
@@ -272,10 +286,6 @@ impl KloopCtx {
         let mut shadow = atok.kern_read();
         loop {
             let Some(mut hr) = self.host_ring(i) else { return };
-            let n = hr.kring.num_slots;
-            if hr.kring.tx_free() <= n / 2 {
-                shadow.sync_flags |= NAF_FORCE_RECLAIM;
-            }
             if hr.kring.txsync_prologue(shadow.head, shadow.cur).is_err() {
                 self.reinit(i, &mut hr);
                 return;
@@ -367,8 +377,8 @@ impl KloopCtx {
                 }
                 continue;
             }
-            if hwtail == rhead && shadow.head == rhead || dry >= 2 {
-                break;
+            if hwtail == rhead || dry >= 2 {
+                break; // nothing more from the backend; its next event wakes us
             }
         }
         self.notify_guest(i, direct, p);
