@@ -17,11 +17,21 @@ use ptnetd::model::switch::Switch;
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::nm::Slot;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
 const T: Duration = Duration::from_secs(10);
+
+/// Polls `cond` every millisecond until it holds; fails the test with `what` after [`T`].
+#[track_caller]
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < T, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 fn bar_size(f: &PciFunction, bar: u16) -> u32 {
     let off = 0x10 + 4 * bar;
@@ -318,10 +328,7 @@ fn tx_rx_through_a_pipe() {
     let s = r.view.slot(ptnetd::ring::prev(r.view.head(), r.n));
     assert_ne!(s.flags & NS_BUF_CHANGED, 0, "pipes swap buffers");
     // The host counts TX frames right after handing them on: wait for it.
-    let t0 = std::time::Instant::now();
-    while ga.dev.counters(0).unwrap().packets < 500 && t0.elapsed() < T {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    wait_until("500 TX frames counted", || ga.dev.counters(0).unwrap().packets >= 500);
     let c = ga.dev.counters(0).unwrap();
     assert_eq!(c.packets, 500);
     assert!(c.kicks > 0);
@@ -382,11 +389,7 @@ fn interrupt_suppression_and_rearm() {
     }
     ga.txsync(0, NAF_FORCE_RECLAIM);
     // Wait until the host published all 10 frames, without syncing (which would re-arm).
-    let t0 = std::time::Instant::now();
-    while gb.rx(0).ktoa.appl_read().1 != 10 && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(gb.rx(0).ktoa.appl_read().1, 10);
+    wait_until("10 frames published", || gb.rx(0).ktoa.appl_read().1 == 10);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(gb.interrupts(rx), before, "suppressed");
     // Drain, re-arm through rxsync (wouldblock), then new traffic must interrupt.
@@ -419,10 +422,7 @@ fn ring_validation_and_reinit() {
     r.atok.appl_publish_head_cur(70, 70); // out of range
     r.view.set_head(70);
     ga.kick(0);
-    let t0 = std::time::Instant::now();
-    while ga.dev.counters(0).unwrap().reinits == 0 && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("TX ring reinitialised", || ga.dev.counters(0).unwrap().reinits > 0);
     assert_eq!(ga.dev.counters(0).unwrap().reinits, 1);
     let r = ga.tx(0);
     assert_eq!(r.view.slot(5).buf_idx, 0, "buf_idx < 2 cleaned");
@@ -445,11 +445,7 @@ fn ring_validation_and_reinit() {
     gb.kick(rxi);
     assert!(ga.put_tx(0, &make_frame(B, A, 9, 60)));
     ga.txsync(0, 0);
-    let t0 = std::time::Instant::now();
-    while gb.dev.counters(rxi).unwrap().reinits == 0 && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(gb.dev.counters(rxi).unwrap().reinits >= 1, "rx ring reinitialised");
+    wait_until("RX ring reinitialised", || gb.dev.counters(rxi).unwrap().reinits > 0);
 }
 
 /// §11: DELETE stops the loop (kicks then do nothing), zeroing BAL unmaps; a new bring-up works.
@@ -568,9 +564,10 @@ fn kern_need_kick_follows_the_host_state() {
     let (_vm, mut ga, mut gb) = pipe_pair(64);
     let f: Vec<_> = (0..10).map(|s| make_frame(B, A, s, 60)).collect();
     assert_eq!(transfer(&mut ga, &mut gb, &f), f);
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(ga.tx(0).ktoa.kern_need_kick(), 1, "idle TX ring: the host sleeps, wants kicks");
-    assert_eq!(gb.rx(0).ktoa.kern_need_kick(), 0, "RX ring with room: no kicks needed");
+    wait_until("idle TX ring: the host sleeps, wants kicks", || {
+        ga.tx(0).ktoa.kern_need_kick() == 1
+    });
+    wait_until("RX ring with room: no kicks needed", || gb.rx(0).ktoa.kern_need_kick() == 0);
     // Fill B's RX ring without consuming: 63 usable slots, then 7 more frames wait in A's TX.
     for s in 0..70 {
         let t0 = std::time::Instant::now();
@@ -580,17 +577,14 @@ fn kern_need_kick_follows_the_host_state() {
         }
         ga.txsync(0, 0);
     }
-    let t0 = std::time::Instant::now();
     // Full as the host sees it: hwtail == prev(head as last published by the guest).
     let full = |g: &Guest| {
         g.rx(0).ktoa.appl_read().1 == ptnetd::ring::prev(g.rx(0).atok.kern_read().head, 64)
     };
-    while !full(&gb) && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(full(&gb), "the RX ring filled up");
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(gb.rx(0).ktoa.kern_need_kick(), 1, "guest holds every RX buffer: host wants a kick");
+    wait_until("the RX ring filled up", || full(&gb));
+    wait_until("guest holds every RX buffer: host wants a kick", || {
+        gb.rx(0).ktoa.kern_need_kick() == 1
+    });
     let kicks = gb.dev.counters(gb.ntx).unwrap().kicks;
     let mut got = 0;
     let ok = gb.poll_until(T, |g| {
