@@ -7,7 +7,7 @@
 //!
 //! Readings chosen where the spec leaves room (see also the module doc of `ptnet`):
 //! * MSI-X messages are captured from the table at CREATE and used until DELETE, ignoring later
-//!   table writes and per-vector masks, as QEMU's irqfd routes do (§9 [inferred pitfall]): a
+//!   table writes and per-vector masks, as QEMU's irqfd routes do (§9 \[inferred pitfall\]): a
 //!   guest that relies on masking is caught by the tests, not rescued by the model.
 //! * In direct mode (`klooptx/klooprx = off`) a ring is processed inside the kick (the register
 //!   write returns after processing), `kern_need_kick` is not cleared at the start, and every

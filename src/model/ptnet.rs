@@ -19,7 +19,7 @@
 //!   (E11). A failed check leaves the running loop alone (QEMU returns before the kloop step).
 //! * A device without a netdev, or with one lacking passthrough, is refused at creation (E10).
 //! * A device reset reloads the MAC and forgets the CSB addresses but does not stop a running
-//!   loop (§11 [observed]); the next BAL write does.
+//!   loop (§11 \[observed\]); the next BAL write does.
 
 use super::kloop::{CounterSnapshot, KloopCtx, KloopMode, MsiMessage, MsiSink, RingCounters};
 use super::pci::{ConfigSpace, MsixTable, PciError};
@@ -626,7 +626,7 @@ impl PtnetDevice {
     }
 
     /// Device reset (QEMU `qdev_ptnet_reset`): reloads the MAC and forgets the CSB pointers;
-    /// does not stop a running loop or clear the other registers (§11 [observed]).
+    /// does not stop a running loop or clear the other registers (§11 \[observed\]).
     pub fn reset(&self) {
         let mut r = lock(&self.regs);
         r.mac = self.default_mac;
