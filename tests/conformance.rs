@@ -390,7 +390,11 @@ fn interrupt_suppression_and_rearm() {
     ga.txsync(0, NAF_FORCE_RECLAIM);
     // Wait until the host published all 10 frames, without syncing (which would re-arm).
     wait_until("10 frames published", || gb.rx(0).ktoa.appl_read().1 == 10);
-    std::thread::sleep(Duration::from_millis(20));
+    // Passes on a ring run one at a time: once one ends after this point (the kick forces one),
+    // the pass that published the frames has made its interrupt decision.
+    let passes = gb.dev.counters(rx).unwrap().passes;
+    gb.kick(rx);
+    wait_until("an RX pass after the kick", || gb.dev.counters(rx).unwrap().passes > passes);
     assert_eq!(gb.interrupts(rx), before, "suppressed");
     // Drain, re-arm through rxsync (wouldblock), then new traffic must interrupt.
     gb.rxsync(0);

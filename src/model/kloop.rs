@@ -71,6 +71,10 @@ pub struct RingCounters {
     pub interrupts: AtomicU64,
     /// Ring reinitialisations after a failed check (E9).
     pub reinits: AtomicU64,
+    /// Processing passes finished (one per kick or wake-up that reached the ring). Counted with
+    /// release ordering after everything the pass did, so a reader that sees it grow also sees
+    /// the pass's interrupts and publications: tests wait for it instead of sleeping.
+    pub passes: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -86,17 +90,23 @@ pub struct CounterSnapshot {
     pub interrupts: u64,
     /// See [`RingCounters::reinits`].
     pub reinits: u64,
+    /// See [`RingCounters::passes`].
+    pub passes: u64,
 }
 
 impl RingCounters {
     /// Reads all counters.
     pub fn snapshot(&self) -> CounterSnapshot {
+        // `passes` first, with acquire: the other counters are then at least as new as the
+        // pass it counts.
+        let passes = self.passes.load(Ordering::Acquire);
         CounterSnapshot {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             kicks: self.kicks.load(Ordering::Relaxed),
             interrupts: self.interrupts.load(Ordering::Relaxed),
             reinits: self.reinits.load(Ordering::Relaxed),
+            passes,
         }
     }
 }
@@ -250,6 +260,7 @@ impl KloopCtx {
         } else {
             self.process_rx(i, &mut p);
         }
+        self.counters[i as usize].passes.fetch_add(1, Ordering::Release);
     }
 
     /// §8.6 TX 3f / RX 2d: if the ring has news for the guest and the guest wants interrupts
