@@ -8,18 +8,30 @@ use ptnetd::abi::csb::{ENTRY_SIZE, NAF_FORCE_RECLAIM};
 use ptnetd::abi::netmap::{NS_BUF_CHANGED, NS_MOREFRAG};
 use ptnetd::abi::pci as ids;
 use ptnetd::abi::{memdev as mdr, regs};
+use ptnetd::model::apps::Sink;
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
-use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
-use ptnetd::model::ptnet::{DeviceError, Netdev, PtnetConfig};
+use ptnetd::model::pci::{MSIX_CAP_OFFSET, MSIX_CTRL_ENABLE};
+use ptnetd::model::port::{Frame, HostRing, NmPort, PipeEnd, PortError, PortSpec, TxBackend};
+use ptnetd::model::ptnet::{DeviceError, Netdev, PtnetConfig, CSB_ENABLE_FAILED};
 use ptnetd::model::switch::Switch;
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::nm::Slot;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
 const T: Duration = Duration::from_secs(10);
+
+/// Polls `cond` every millisecond until it holds; fails the test with `what` after [`T`].
+#[track_caller]
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < T, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 fn bar_size(f: &PciFunction, bar: u16) -> u32 {
     let off = 0x10 + 4 * bar;
@@ -316,10 +328,7 @@ fn tx_rx_through_a_pipe() {
     let s = r.view.slot(ptnetd::ring::prev(r.view.head(), r.n));
     assert_ne!(s.flags & NS_BUF_CHANGED, 0, "pipes swap buffers");
     // The host counts TX frames right after handing them on: wait for it.
-    let t0 = std::time::Instant::now();
-    while ga.dev.counters(0).unwrap().packets < 500 && t0.elapsed() < T {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    wait_until("500 TX frames counted", || ga.dev.counters(0).unwrap().packets >= 500);
     let c = ga.dev.counters(0).unwrap();
     assert_eq!(c.packets, 500);
     assert!(c.kicks > 0);
@@ -380,12 +389,12 @@ fn interrupt_suppression_and_rearm() {
     }
     ga.txsync(0, NAF_FORCE_RECLAIM);
     // Wait until the host published all 10 frames, without syncing (which would re-arm).
-    let t0 = std::time::Instant::now();
-    while gb.rx(0).ktoa.appl_read().1 != 10 && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(gb.rx(0).ktoa.appl_read().1, 10);
-    std::thread::sleep(Duration::from_millis(20));
+    wait_until("10 frames published", || gb.rx(0).ktoa.appl_read().1 == 10);
+    // Passes on a ring run one at a time: once one ends after this point (the kick forces one),
+    // the pass that published the frames has made its interrupt decision.
+    let passes = gb.dev.counters(rx).unwrap().passes;
+    gb.kick(rx);
+    wait_until("an RX pass after the kick", || gb.dev.counters(rx).unwrap().passes > passes);
     assert_eq!(gb.interrupts(rx), before, "suppressed");
     // Drain, re-arm through rxsync (wouldblock), then new traffic must interrupt.
     gb.rxsync(0);
@@ -417,10 +426,7 @@ fn ring_validation_and_reinit() {
     r.atok.appl_publish_head_cur(70, 70); // out of range
     r.view.set_head(70);
     ga.kick(0);
-    let t0 = std::time::Instant::now();
-    while ga.dev.counters(0).unwrap().reinits == 0 && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until("TX ring reinitialised", || ga.dev.counters(0).unwrap().reinits > 0);
     assert_eq!(ga.dev.counters(0).unwrap().reinits, 1);
     let r = ga.tx(0);
     assert_eq!(r.view.slot(5).buf_idx, 0, "buf_idx < 2 cleaned");
@@ -443,11 +449,7 @@ fn ring_validation_and_reinit() {
     gb.kick(rxi);
     assert!(ga.put_tx(0, &make_frame(B, A, 9, 60)));
     ga.txsync(0, 0);
-    let t0 = std::time::Instant::now();
-    while gb.dev.counters(rxi).unwrap().reinits == 0 && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(gb.dev.counters(rxi).unwrap().reinits >= 1, "rx ring reinitialised");
+    wait_until("RX ring reinitialised", || gb.dev.counters(rxi).unwrap().reinits > 0);
 }
 
 /// §11: DELETE stops the loop (kicks then do nothing), zeroing BAL unmaps; a new bring-up works.
@@ -566,9 +568,10 @@ fn kern_need_kick_follows_the_host_state() {
     let (_vm, mut ga, mut gb) = pipe_pair(64);
     let f: Vec<_> = (0..10).map(|s| make_frame(B, A, s, 60)).collect();
     assert_eq!(transfer(&mut ga, &mut gb, &f), f);
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(ga.tx(0).ktoa.kern_need_kick(), 1, "idle TX ring: the host sleeps, wants kicks");
-    assert_eq!(gb.rx(0).ktoa.kern_need_kick(), 0, "RX ring with room: no kicks needed");
+    wait_until("idle TX ring: the host sleeps, wants kicks", || {
+        ga.tx(0).ktoa.kern_need_kick() == 1
+    });
+    wait_until("RX ring with room: no kicks needed", || gb.rx(0).ktoa.kern_need_kick() == 0);
     // Fill B's RX ring without consuming: 63 usable slots, then 7 more frames wait in A's TX.
     for s in 0..70 {
         let t0 = std::time::Instant::now();
@@ -578,17 +581,14 @@ fn kern_need_kick_follows_the_host_state() {
         }
         ga.txsync(0, 0);
     }
-    let t0 = std::time::Instant::now();
     // Full as the host sees it: hwtail == prev(head as last published by the guest).
     let full = |g: &Guest| {
         g.rx(0).ktoa.appl_read().1 == ptnetd::ring::prev(g.rx(0).atok.kern_read().head, 64)
     };
-    while !full(&gb) && t0.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(full(&gb), "the RX ring filled up");
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(gb.rx(0).ktoa.kern_need_kick(), 1, "guest holds every RX buffer: host wants a kick");
+    wait_until("the RX ring filled up", || full(&gb));
+    wait_until("guest holds every RX buffer: host wants a kick", || {
+        gb.rx(0).ktoa.kern_need_kick() == 1
+    });
     let kicks = gb.dev.counters(gb.ntx).unwrap().kicks;
     let mut got = 0;
     let ok = gb.poll_until(T, |g| {
@@ -662,4 +662,196 @@ fn switch_segments_and_checksums_for_a_port_without_headers() {
     }
     assert_eq!(joined, payload);
     assert_eq!(got.len(), 3);
+}
+
+/// §5.1 / §3.1: CREATE's `NETMAP_REQ_CSB_ENABLE` (`netmap_csb_validate`) refuses a CSB array
+/// whose address is not a multiple of the 64-byte entry: status 1 (QEMU stores the raw ioctl
+/// result). The array is mapped all the same (QEMU maps any RAM address), so the ENXIO check
+/// (array unmapped) and the MSI-X check (E6) come first.
+#[test]
+fn create_refuses_a_misaligned_csb() {
+    let (vm, dev, _) = vm_with_port(2, 64);
+    let mut g = Guest::attach(&vm, &dev, &Opts::default());
+    let arrays = [(regs::CSB_GH_BAL, g.gh_gpa), (regs::CSB_HG_BAL, g.hg_gpa)];
+    for (bal, gpa) in arrays {
+        for delta in [8u64, 32, 4, 1, 63] {
+            reg_write(&g.nic, bal, (gpa + delta) as u32);
+            assert_eq!(g.create(), CSB_ENABLE_FAILED, "{bal}: {gpa:#x} + {delta}");
+            assert!(!dev.is_running());
+        }
+        reg_write(&g.nic, bal, gpa as u32);
+    }
+    assert_eq!(g.create(), 0, "aligned again");
+    // Misaligned GH, and HG unmapped: ENXIO first.
+    reg_write(&g.nic, regs::CSB_GH_BAL, (g.gh_gpa + 8) as u32);
+    reg_write(&g.nic, regs::CSB_HG_BAL, 0);
+    assert_eq!(g.create(), regs::status::ENXIO);
+    // Misaligned (not even to 8 bytes) and outside RAM: unmapped, ENXIO.
+    reg_write(&g.nic, regs::CSB_HG_BAH, 0x10);
+    reg_write(&g.nic, regs::CSB_HG_BAL, 4);
+    assert_eq!(g.create(), regs::status::ENXIO);
+    reg_write(&g.nic, regs::CSB_HG_BAH, 0);
+    reg_write(&g.nic, regs::CSB_HG_BAL, g.hg_gpa as u32);
+    // Misaligned, MSI-X disabled: the MSI-X check comes first (E6).
+    let (vm, dev, _) = vm_with_port(1, 64);
+    let mut g = Guest::attach(&vm, &dev, &Opts { msix: false, ..Default::default() });
+    reg_write(&g.nic, regs::CSB_GH_BAL, (g.gh_gpa + 8) as u32);
+    assert_eq!(g.create(), regs::status::EIO);
+    setup_msix(&g.nic, 2);
+    assert_eq!(g.create(), CSB_ENABLE_FAILED);
+    assert!(!dev.is_running());
+}
+
+/// §6 "QEMU side of CREATE": every CREATE runs the ENXIO and MSI-X checks, also while the loop
+/// runs (only CSB_ENABLE and the loop start are skipped, E11); a failing check leaves the
+/// running loop alone.
+#[test]
+fn a_second_create_runs_the_checks() {
+    let (vm, dev, _) = vm_with_port(1, 64);
+    let mut g = Guest::attach(&vm, &dev, &Opts::default());
+    assert_eq!(g.create(), 0);
+    let create = |nic: &PciFunction| {
+        reg_write(nic, regs::PTCTL, regs::PTCTL_CREATE);
+        reg_read(nic, regs::PTCTL)
+    };
+    // MSI-X disabled while the loop runs (E6: QEMU would abort; the model fails).
+    let ctl_off = MSIX_CAP_OFFSET as u16 + 2;
+    let ctl = g.nic.config_read(ctl_off, 2);
+    g.nic.config_write(ctl_off, 2, ctl & !(MSIX_CTRL_ENABLE as u32));
+    assert_eq!(create(&g.nic), regs::status::EIO, "second CREATE, MSI-X off");
+    assert!(dev.is_running(), "the first CREATE's loop runs on");
+    g.nic.config_write(ctl_off, 2, ctl);
+    assert_eq!(create(&g.nic), 0, "second CREATE, MSI-X on");
+    // A device reset forgets the CSB addresses but leaves the loop running (§11 [observed]):
+    // the CSB is gone for CREATE, which says ENXIO.
+    dev.reset();
+    assert!(dev.is_running());
+    assert_eq!(create(&g.nic), regs::status::ENXIO, "second CREATE, CSB gone");
+    assert!(dev.is_running());
+    // The driver's way back: BAL writes (implicit DELETE), MSI-X, CREATE.
+    g.nic.config_write(4, 2, 0x7);
+    reg_write(&g.nic, regs::CSB_GH_BAL, g.gh_gpa as u32);
+    reg_write(&g.nic, regs::CSB_HG_BAL, g.hg_gpa as u32);
+    assert!(!dev.is_running());
+    setup_msix(&g.nic, 2);
+    assert_eq!(g.create(), 0);
+}
+
+/// Lets a test act as the guest at one exact point of the host's RX pass: when the host has
+/// released RX slots (after publishing hwcur/hwtail, before re-reading atok; §8.6 RX 2b–2e).
+struct ReleaseHook(Mutex<Option<Box<dyn Fn() + Send>>>);
+
+impl TxBackend for ReleaseHook {
+    /// The tests using this backend send nothing.
+    fn transmit(&self, _: &NmPort, _: &mut HostRing) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn rx_released(&self, _: &NmPort, _: u32) {
+        if let Some(f) = self.0.lock().unwrap().as_ref() {
+            f();
+        }
+    }
+    fn kind(&self) -> &'static str {
+        "release-hook"
+    }
+}
+
+/// One VM whose ptnet device runs both directions in direct mode (every kick is processed
+/// before the register write returns), on a 1-ring, 64-slot port with `backend`.
+fn direct_guest(backend: Arc<dyn TxBackend>) -> (Guest, Arc<NmPort>) {
+    let mem = Arc::new(NetmapMemory::new(1, MemConfig::for_ports(1, 2, 64, 64)).unwrap());
+    let port = NmPort::new(mem, &PortSpec::new("direct", 1, 64)).unwrap();
+    port.set_backend(backend);
+    let vm = Vm::new(64).unwrap();
+    let nd =
+        Netdev { port: Some(port.clone()), passthrough: true, kloop_tx: false, kloop_rx: false };
+    let dev = vm.add_ptnet(nd, PtnetConfig::default()).unwrap();
+    let mut g = Guest::attach(&vm, &dev, &Opts::default());
+    assert_eq!(g.create(), 0);
+    (g, port)
+}
+
+/// §8.6 RX 2f, as netmap: a pass ends once the backend has nothing more for the guest
+/// (`hwtail == rhead`) or after two dry iterations; what the guest publishes meanwhile waits for
+/// the next wake-up. Here the guest publishes a head past tail right after the host released
+/// its slots: that pass ends without looking (no reinit), the next kick finds it (E9).
+#[test]
+fn rx_pass_ends_when_the_backend_has_nothing_more() {
+    let hook = Arc::new(ReleaseHook(Mutex::new(None)));
+    let (mut g, port) = direct_guest(hook.clone());
+    let rx = g.ntx;
+    for s in 0..3 {
+        port.deliver(0, &Frame::Bytes(&make_frame(B, A, s, 60))).unwrap();
+    }
+    g.kick(rx);
+    assert_eq!(g.rx(0).ktoa.appl_read(), (0, 3), "three frames published");
+    let atok = g.rx(0).atok.clone();
+    *hook.0.lock().unwrap() = Some(Box::new(move || atok.appl_publish_head_cur(10, 10)));
+    g.rx(0).atok.appl_publish_head_cur(3, 3);
+    g.kick(rx);
+    assert_eq!(g.rx(0).ktoa.appl_read(), (3, 3), "slots released");
+    assert_eq!(g.dev.counters(rx).unwrap().reinits, 0, "the pass ended at hwtail == rhead");
+    *hook.0.lock().unwrap() = None;
+    g.kick(rx);
+    assert_eq!(g.dev.counters(rx).unwrap().reinits, 1, "the next pass checks the bad head");
+}
+
+/// §8.6 TX 3a: netmap adds `NAF_FORCE_RECLAIM` for the backend's txsync, which only NIC drivers
+/// read. The model's backends reclaim on every pass (as netmap's pipes and VALE ports do), so a
+/// sync without the flag, with most of the ring in flight, gets every sent slot back.
+#[test]
+fn tx_reclaims_on_every_pass_without_force_reclaim() {
+    let (mut g, _port) = direct_guest(Sink::new(0));
+    for s in 0..40 {
+        assert!(g.put_tx(0, &make_frame(B, A, s, 60)));
+    }
+    g.tx(0).atok.set_sync_flags(0);
+    g.tx(0).atok.appl_publish_head_cur(40, 40);
+    g.kick(0);
+    assert_eq!(g.tx(0).ktoa.appl_read(), (40, 39), "all 40 slots reclaimed, sync_flags 0");
+    assert_eq!(g.dev.counters(0).unwrap().packets, 40);
+}
+
+/// §2: memdev BAR1 is RAM in QEMU, so 1-, 2-, 4- and 8-byte accesses work at any offset inside
+/// MEMSIZE (little endian); bytes past MEMSIZE (the unbacked tail of the power-of-two BAR) read
+/// all-ones and drop writes, also within an access that straddles the end.
+#[test]
+fn memdev_bar1_takes_every_access_width() {
+    let (vm, dev, port) = vm_with_port(1, 64);
+    let (_, md) = find(&vm, &dev);
+    let bar1 = md.bar_memory(ids::MEM_BAR).unwrap();
+    let bar = ids::MEM_BAR;
+    let nifp = port.nifp_ofs();
+    assert_eq!(md.bar_read(bar, nifp, 1), u64::from(b'p'), "netmap_if name, byte read");
+    assert_eq!(md.bar_read(bar, nifp, 2), u64::from(u16::from_le_bytes(*b"p0")));
+    // Scratch space: the last spare buffer (64 spare buffers, none handed out).
+    let end = bar1.len() as u64;
+    let base = end - 2048;
+    let cases: [(u64, u8, u64); 9] = [
+        (0, 1, 0xab),
+        (1, 1, 0xcd),
+        (3, 2, 0xbeef),
+        (6, 2, 0x1234),
+        (9, 4, 0x1122_3344),
+        (16, 4, 0x5566_7788),
+        (21, 8, 0x0102_0304_0506_0708),
+        (32, 8, 0x1112_1314_1516_1718),
+        (45, 2, 0xa55a),
+    ];
+    for (off, size, val) in cases {
+        md.bar_write(bar, base + off, size, val);
+        assert_eq!(md.bar_read(bar, base + off, size), val, "{size} bytes at +{off}");
+        let mut b = [0u8; 8];
+        bar1.read_bytes((base + off) as usize, &mut b[..size as usize]).unwrap();
+        assert_eq!(u64::from_le_bytes(b), val, "{size} bytes at +{off} in the region");
+    }
+    assert_eq!(md.bar_read(bar, base, 2), 0xcdab, "two byte writes read as one halfword");
+    assert_eq!(md.bar_read(bar, base + 4, 4), 0x1234_00be, "pieces of earlier writes");
+    md.bar_write(bar, end - 2, 4, 0xddcc_bbaa);
+    assert_eq!(md.bar_read(bar, end - 2, 4), 0xffff_bbaa, "straddling MEMSIZE");
+    assert_eq!(md.bar_read(bar, end - 1, 1), 0xbb);
+    assert_eq!(md.bar_read(bar, end, 2), 0xffff, "past MEMSIZE");
+    md.bar_write(bar, end, 8, 0);
+    assert_eq!(md.bar_read(bar, end, 8), u64::MAX, "writes past MEMSIZE dropped");
+    assert_eq!(md.bar_read(bar, base, 3), 0xff_ffff, "3-byte access: not a width, all-ones");
 }

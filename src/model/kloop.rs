@@ -7,7 +7,7 @@
 //!
 //! Readings chosen where the spec leaves room (see also the module doc of `ptnet`):
 //! * MSI-X messages are captured from the table at CREATE and used until DELETE, ignoring later
-//!   table writes and per-vector masks, as QEMU's irqfd routes do (§9 [inferred pitfall]): a
+//!   table writes and per-vector masks, as QEMU's irqfd routes do (§9 \[inferred pitfall\]): a
 //!   guest that relies on masking is caught by the tests, not rescued by the model.
 //! * In direct mode (`klooptx/klooprx = off`) a ring is processed inside the kick (the register
 //!   write returns after processing), `kern_need_kick` is not cleared at the start, and every
@@ -15,10 +15,24 @@
 //!   netmap may leave `kern_need_kick` at 0 on exit (TX ring full), the model sets it back to 1:
 //!   in direct mode no loop thread exists to process the ring without a kick, so 0 would stall
 //!   the ring for good.
+//! * TX sync flags (§8.6 TX 3a, E11): netmap hands the guest's `sync_flags`, plus
+//!   `NAF_FORCE_RECLAIM` when the host ring's free space is ≤ N/2, to the backend's txsync, and
+//!   only NIC drivers read them (to reclaim completed slots early). The model's backends (pipe,
+//!   reflector, switch port, sink) reclaim on every txsync, as netmap's pipes and VALE ports do,
+//!   so the flags would change nothing: the model copies `sync_flags` with atok and passes no
+//!   flags on.
+//! * RX stop (§8.6 RX 2f), netmap's condition and nothing more: a pass ends when `hwtail ==
+//!   rhead` (the backend had nothing more for the guest) or after two dry iterations. A head the
+//!   guest publishes meanwhile is taken at the next wake-up (its kick, a backend event or the
+//!   timeout); a guest that follows the protocol cannot move head then anyway, since its tail
+//!   is `hwtail == rhead`. The model's one addition is to the "no free RX slot" test of RX 2e:
+//!   while a host producer waits for room ([`NmPort::rx_blocked`]: the source endpoint, whose
+//!   multi-slot frame may need more than the free slots), the pass also asks for a kick, so the
+//!   guest's next release is processed at once and wakes the producer. netmap has no such
+//!   producer (its backends fill the ring in their own rxsync).
 
 use super::notify::Notifier;
 use super::port::{HostRing, NmPort};
-use crate::abi::csb::NAF_FORCE_RECLAIM;
 use crate::abi::netmap::NS_MOREFRAG;
 use crate::csb::{fence_then_read_flag, rearm_then_recheck, Atok, AtokSnapshot, Ktoa};
 use crate::ring;
@@ -57,6 +71,10 @@ pub struct RingCounters {
     pub interrupts: AtomicU64,
     /// Ring reinitialisations after a failed check (E9).
     pub reinits: AtomicU64,
+    /// Processing passes finished (one per kick or wake-up that reached the ring). Counted with
+    /// release ordering after everything the pass did, so a reader that sees it grow also sees
+    /// the pass's interrupts and publications: tests wait for it instead of sleeping.
+    pub passes: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -72,17 +90,23 @@ pub struct CounterSnapshot {
     pub interrupts: u64,
     /// See [`RingCounters::reinits`].
     pub reinits: u64,
+    /// See [`RingCounters::passes`].
+    pub passes: u64,
 }
 
 impl RingCounters {
     /// Reads all counters.
     pub fn snapshot(&self) -> CounterSnapshot {
+        // `passes` first, with acquire: the other counters are then at least as new as the
+        // pass it counts.
+        let passes = self.passes.load(Ordering::Acquire);
         CounterSnapshot {
             packets: self.packets.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             kicks: self.kicks.load(Ordering::Relaxed),
             interrupts: self.interrupts.load(Ordering::Relaxed),
             reinits: self.reinits.load(Ordering::Relaxed),
+            passes,
         }
     }
 }
@@ -236,6 +260,7 @@ impl KloopCtx {
         } else {
             self.process_rx(i, &mut p);
         }
+        self.counters[i as usize].passes.fetch_add(1, Ordering::Release);
     }
 
     /// §8.6 TX 3f / RX 2d: if the ring has news for the guest and the guest wants interrupts
@@ -272,10 +297,6 @@ impl KloopCtx {
         let mut shadow = atok.kern_read();
         loop {
             let Some(mut hr) = self.host_ring(i) else { return };
-            let n = hr.kring.num_slots;
-            if hr.kring.tx_free() <= n / 2 {
-                shadow.sync_flags |= NAF_FORCE_RECLAIM;
-            }
             if hr.kring.txsync_prologue(shadow.head, shadow.cur).is_err() {
                 self.reinit(i, &mut hr);
                 return;
@@ -367,8 +388,8 @@ impl KloopCtx {
                 }
                 continue;
             }
-            if hwtail == rhead && shadow.head == rhead || dry >= 2 {
-                break;
+            if hwtail == rhead || dry >= 2 {
+                break; // nothing more from the backend; its next event wakes us
             }
         }
         self.notify_guest(i, direct, p);

@@ -1,5 +1,10 @@
 //! The ptnetmap-memdev function (spec §2, §3.2): read-only registers describing a netmap
 //! region, and BAR1 exposing the region itself (shared, no copy).
+//!
+//! Reading chosen: BAR1 is guest RAM in QEMU (`memory_region_init_ram_ptr`, §2), so accesses
+//! through the BAR (rather than a mapping) take every width, 1, 2, 4 or 8 bytes, at any offset;
+//! the part of the power-of-two BAR past `MEMSIZE` is unbacked and reads all-ones, writes there
+//! are dropped.
 
 use super::memory::NetmapMemory;
 use super::pci::{ConfigSpace, PciError};
@@ -7,6 +12,11 @@ use crate::abi::memdev::*;
 use crate::abi::pci::{IO_BAR, MEM_BAR};
 use crate::shm::Region;
 use std::sync::{Arc, Mutex};
+
+/// All-ones of `size` bytes (1..=8), what an unbacked access reads.
+fn ones(size: u8) -> u64 {
+    u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8)))
+}
 
 /// The memdev PCI function of one netmap region.
 #[derive(Debug)]
@@ -63,31 +73,68 @@ impl MemdevDevice {
         }
     }
 
-    /// BAR read: BAR0 registers; other BARs read all-ones (BAR1 is accessed by mapping it).
+    /// BAR read: BAR0 registers, BAR1 memory ([`MemdevDevice::bar1_read`]); other BARs read
+    /// all-ones.
     pub fn bar_read(&self, bar: u8, off: u64, size: u8) -> u64 {
         match bar {
             IO_BAR => self.io_read(off as u32, size) as u64,
-            MEM_BAR => {
-                let r = self.mem.region();
-                match size {
-                    4 => r.try_load_u32(off as usize).map(u64::from).unwrap_or(u64::MAX),
-                    8 => r.try_load_u64(off as usize).unwrap_or(u64::MAX),
-                    _ => u64::MAX,
-                }
+            MEM_BAR if matches!(size, 1 | 2 | 4 | 8) => {
+                let mut b = [0u8; 8];
+                self.bar1_read(off, &mut b[..size as usize]);
+                u64::from_le_bytes(b)
             }
-            _ => u64::MAX,
+            _ => ones(size),
         }
     }
 
-    /// BAR write: the registers are read-only; BAR1 writes go to the region.
+    /// BAR write: the registers are read-only; BAR1 writes go to the region
+    /// ([`MemdevDevice::bar1_write`]).
     pub fn bar_write(&self, bar: u8, off: u64, size: u8, val: u64) {
-        if bar == MEM_BAR {
-            let r = self.mem.region();
-            let _ = match size {
-                4 => r.try_store_u32(off as usize, val as u32),
-                8 => r.try_store_u64(off as usize, val),
-                _ => Ok(()),
-            };
+        if bar == MEM_BAR && matches!(size, 1 | 2 | 4 | 8) {
+            self.bar1_write(off, &val.to_le_bytes()[..size as usize]);
+        }
+    }
+
+    /// Reads `dst.len()` bytes of BAR1 at `off`. BAR1 is RAM in QEMU (§2), so any width works at
+    /// any offset: an aligned 2-, 4- or 8-byte access is one atomic load (no torn value while the
+    /// host writes), anything else a byte copy. Bytes past `MEMSIZE` (the unbacked tail of the
+    /// power-of-two BAR) read all-ones.
+    pub fn bar1_read(&self, off: u64, dst: &mut [u8]) {
+        let r = self.mem.region();
+        dst.fill(0xff);
+        let Ok(o) = usize::try_from(off) else { return };
+        let n = dst.len();
+        let atomic = match n {
+            2 => r.try_load_u16(o).map(u64::from).ok(),
+            4 => r.try_load_u32(o).map(u64::from).ok(),
+            8 => r.try_load_u64(o).ok(),
+            _ => None,
+        };
+        match atomic {
+            Some(v) => dst.copy_from_slice(&v.to_le_bytes()[..n]),
+            None => {
+                let inside = r.len().saturating_sub(o).min(n);
+                let _ = r.read_bytes(o, &mut dst[..inside]);
+            }
+        }
+    }
+
+    /// Writes `src` to BAR1 at `off`, shaped like [`MemdevDevice::bar1_read`]; bytes past
+    /// `MEMSIZE` are dropped.
+    pub fn bar1_write(&self, off: u64, src: &[u8]) {
+        let r = self.mem.region();
+        let Ok(o) = usize::try_from(off) else { return };
+        let atomic = match *src {
+            [a, b] => r.try_store_u16(o, u16::from_le_bytes([a, b])).is_ok(),
+            [a, b, c, d] => r.try_store_u32(o, u32::from_le_bytes([a, b, c, d])).is_ok(),
+            [a, b, c, d, e, f, g, h] => {
+                r.try_store_u64(o, u64::from_le_bytes([a, b, c, d, e, f, g, h])).is_ok()
+            }
+            _ => false,
+        };
+        if !atomic {
+            let inside = r.len().saturating_sub(o).min(src.len());
+            let _ = r.write_bytes(o, &src[..inside]);
         }
     }
 

@@ -18,9 +18,11 @@
 //! | [`demo`] | the main job until the driver exists: verified VM-to-VM traffic |
 //! | [`vfio`] | the functions as vfio-user devices for QEMU, and the `ptnet-host` server |
 //!
-//! Readings of [inferred]/[uncertain] spec items are written down in each module's doc:
-//! `ptnet` (register quirks, E6/E10/E11), `kloop` (MSI-X routes captured at CREATE, direct
-//! mode), `port` (incomplete and bad TX packets), `switch` (drops on a full destination).
+//! Readings of \[inferred\]/\[uncertain\] spec items are written down in each module's doc:
+//! `ptnet` (register quirks, E6/E10/E11, the order of CREATE's checks, CSB alignment), `kloop`
+//! (MSI-X routes captured at CREATE, direct mode, TX sync flags, the RX stop condition and the
+//! model's one addition to it), `memdev` (BAR1 access widths), `port` (incomplete and bad TX
+//! packets), `switch` (drops on a full destination).
 
 pub mod apps;
 pub mod demo;

@@ -4,31 +4,40 @@
 //! Behaviour follows the QEMU fork, with the errata's corrections:
 //! * `PTFEAT` reads `offered & written`; `VNET_HDR_LEN` keeps its value unless the port accepts
 //!   the new length (0 always; 10/12 only on switch ports, §10).
-//! * `PTCTL` is write-then-read: 0 = ok, else a positive errno. CREATE fails with `ENXIO` if a
-//!   CSB array is unmapped and with `EIO` if MSI-X is not enabled (E6: QEMU aborts the VM).
-//! * A write to `CSB_GH_BAL`/`CSB_HG_BAL` maps `64 × rings` bytes of guest RAM at BAH:BAL
-//!   (0 = unmap; an address outside RAM leaves the array unmapped) and performs an implicit
-//!   DELETE, overwriting the status.
+//! * `PTCTL` is write-then-read: 0 = ok, else a positive errno. CREATE runs QEMU's steps in
+//!   QEMU's order (§6 "QEMU side of CREATE"), every time: `ENXIO` if a CSB array is unmapped;
+//!   `EIO` if MSI-X is not enabled (E6: QEMU aborts the VM); then, only if the loop is not
+//!   running, `NETMAP_REQ_CSB_ENABLE`, whose `netmap_csb_validate` refuses an array whose
+//!   host-virtual address is not a multiple of the 64-byte entry ([`CSB_ENABLE_FAILED`] = 1,
+//!   §3.1/§5.1; guest RAM is page-mapped, so this is the guest-physical alignment).
+//! * A write to `CSB_GH_BAL`/`CSB_HG_BAL` maps `64 × rings` bytes of guest RAM at BAH:BAL,
+//!   aligned or not, as QEMU's `cpu_physical_memory_map` does (0 = unmap; an address outside RAM
+//!   leaves the array unmapped) and performs an implicit DELETE, overwriting the status.
 //! * Kicks at `128 + 4·i` take 32-bit writes only (E1); narrow accesses elsewhere follow E12.
-//! * A second CREATE while running returns 0 and changes nothing: the loop keeps the first
-//!   CREATE's MSI-X messages and the CSB is not reinitialised (E11).
+//! * A second CREATE while running passes the two checks above, then returns 0 and changes
+//!   nothing: the loop keeps the first CREATE's MSI-X messages and the CSB is not reinitialised
+//!   (E11). A failed check leaves the running loop alone (QEMU returns before the kloop step).
 //! * A device without a netdev, or with one lacking passthrough, is refused at creation (E10).
 //! * A device reset reloads the MAC and forgets the CSB addresses but does not stop a running
-//!   loop (§11 [observed]); the next BAL write does.
+//!   loop (§11 \[observed\]); the next BAL write does.
 
 use super::kloop::{CounterSnapshot, KloopCtx, KloopMode, MsiMessage, MsiSink, RingCounters};
 use super::pci::{ConfigSpace, MsixTable, PciError};
 use super::port::{NmPort, PortListener};
-use crate::abi::csb::array_size;
+use crate::abi::csb::{array_size, ENTRY_SIZE};
 use crate::abi::pci::{DEFAULT_MAC_PREFIX, IO_BAR, MSIX_BAR};
 use crate::abi::regs::*;
 use crate::csb::{Atok, Ktoa};
-use crate::shm::Region;
+use crate::shm::{Region, ShmError};
 use core::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vm_memory::GuestMemoryMmap;
+
+/// `PTCTL` status of a CREATE whose `NETMAP_REQ_CSB_ENABLE` fails (§3.1: QEMU stores the raw
+/// ioctl result −1, negated): the model's only such failure is a misaligned CSB array (§5.1).
+pub const CSB_ENABLE_FAILED: u32 = 1;
 
 /// Errors creating a device (QEMU's realize).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +102,36 @@ impl Default for PtnetConfig {
     }
 }
 
+/// A CSB array mapped by a BAL write (§3.1).
+#[derive(Debug, Clone)]
+enum CsbArray {
+    /// Usable: its address is a multiple of the 64-byte entry.
+    Aligned(Region),
+    /// In guest RAM but not 64-byte aligned (guest-physical address kept for the log):
+    /// CREATE's CSB_ENABLE refuses it (§5.1).
+    Misaligned(u64),
+}
+
+impl CsbArray {
+    /// Maps `len` bytes of `ram` at `gpa`; an error if the range is not guest RAM.
+    fn map(ram: &Arc<GuestMemoryMmap>, gpa: u64, len: usize) -> Result<Self, ShmError> {
+        match Region::from_guest(ram, gpa, len) {
+            Ok(r) if r.addr().is_multiple_of(ENTRY_SIZE) => Ok(Self::Aligned(r)),
+            Ok(_) => Ok(Self::Misaligned(gpa)),
+            // `from_guest` checks the range before the (8-byte) alignment: in RAM, misaligned.
+            Err(ShmError::Misaligned { .. }) => Ok(Self::Misaligned(gpa)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn region(&self) -> Option<&Region> {
+        match self {
+            Self::Aligned(r) => Some(r),
+            Self::Misaligned(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Regs {
     ptfeat: u32,
@@ -103,8 +142,8 @@ struct Regs {
     hg_bah: u32,
     hg_bal: u32,
     mac: [u8; 6],
-    gh: Option<Region>,
-    hg: Option<Region>,
+    gh: Option<CsbArray>,
+    hg: Option<CsbArray>,
 }
 
 struct Running {
@@ -383,7 +422,10 @@ impl PtnetDevice {
     /// The mapped CSB arrays `(GH, HG)` (for hostile-host tests).
     pub fn csb_regions(&self) -> (Option<Region>, Option<Region>) {
         let r = lock(&self.regs);
-        (r.gh.clone(), r.hg.clone())
+        (
+            r.gh.as_ref().and_then(|a| a.region().cloned()),
+            r.hg.as_ref().and_then(|a| a.region().cloned()),
+        )
     }
 
     fn reg_read(&self, off: u32) -> u32 {
@@ -431,15 +473,18 @@ impl PtnetDevice {
                 };
                 lock(&self.regs).ptctl = st;
             }
-            VNET_HDR_LEN => {
-                if self.port.set_vnet_hdr_len(val) {
-                    lock(&self.regs).vnet_hdr_len = val;
-                }
-            }
+            VNET_HDR_LEN => self.set_vnet_hdr_len(val),
             CSB_GH_BAH => lock(&self.regs).gh_bah = val,
             CSB_HG_BAH => lock(&self.regs).hg_bah = val,
             CSB_GH_BAL | CSB_HG_BAL => self.map_csb(off == CSB_GH_BAL, val),
             _ => {} // read-only or unused
+        }
+    }
+
+    /// `VNET_HDR_LEN` write: kept only if the port accepts the length (§3.1, §10).
+    fn set_vnet_hdr_len(&self, len: u32) {
+        if self.port.set_vnet_hdr_len(len) {
+            lock(&self.regs).vnet_hdr_len = len;
         }
     }
 
@@ -454,8 +499,8 @@ impl PtnetDevice {
                 None
             } else {
                 let ram = self.ram.read().unwrap_or_else(|e| e.into_inner()).clone();
-                match Region::from_guest(&ram, gpa, len) {
-                    Ok(reg) => Some(reg),
+                match CsbArray::map(&ram, gpa, len) {
+                    Ok(a) => Some(a),
                     Err(e) => {
                         log::warn!("{}: CSB at {gpa:#x} not mappable: {e}", self.port.name());
                         None
@@ -474,16 +519,14 @@ impl PtnetDevice {
         lock(&self.regs).ptctl = st;
     }
 
-    /// PTCTL CREATE (§6 "QEMU side of CREATE").
+    /// PTCTL CREATE (§6 "QEMU side of CREATE"): (i) ENXIO if a CSB array is unmapped, (ii) the
+    /// MSI-X routes (E6: EIO without MSI-X), on every CREATE; (iii) only if the loop is not
+    /// running: CSB_ENABLE (alignment check, §5.1, then CSB initialisation) and the loop start.
     fn create(&self) -> u32 {
         if let Some(st) = lock(&self.faults).fail_create.take() {
             return st;
         }
         let mut running = lock(&self.running);
-        if running.is_some() {
-            log::warn!("{}: CREATE while running: ignored (E11)", self.port.name());
-            return status::OK;
-        }
         let (gh, hg) = {
             let r = lock(&self.regs);
             match (r.gh.clone(), r.hg.clone()) {
@@ -495,6 +538,23 @@ impl PtnetDevice {
             log::warn!("{}: CREATE with MSI-X disabled refused (E6)", self.port.name());
             return status::EIO;
         }
+        if running.is_some() {
+            log::warn!(
+                "{}: CREATE while running: loop and CSB left as they are (E11)",
+                self.port.name()
+            );
+            return status::OK;
+        }
+        let (gh, hg) = match (gh, hg) {
+            (CsbArray::Aligned(g), CsbArray::Aligned(h)) => (g, h),
+            (CsbArray::Misaligned(gpa), _) | (_, CsbArray::Misaligned(gpa)) => {
+                log::warn!(
+                    "{}: CSB array at {gpa:#x} not 64-byte aligned (§5.1)",
+                    self.port.name()
+                );
+                return CSB_ENABLE_FAILED;
+            }
+        };
         let n = self.num_rings();
         let routes: Vec<MsiMessage> = {
             let t = lock(&self.msix);
@@ -566,7 +626,7 @@ impl PtnetDevice {
     }
 
     /// Device reset (QEMU `qdev_ptnet_reset`): reloads the MAC and forgets the CSB pointers;
-    /// does not stop a running loop or clear the other registers (§11 [observed]).
+    /// does not stop a running loop or clear the other registers (§11 \[observed\]).
     pub fn reset(&self) {
         let mut r = lock(&self.regs);
         r.mac = self.default_mac;

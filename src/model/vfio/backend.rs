@@ -10,7 +10,7 @@
 //! | ptnet | 0 BAR0 (I/O) | 256 | R/W | 1, 2, 4 bytes to `bar_read`/`bar_write` (the model applies E1/E12); 8 bytes as two dwords |
 //! | ptnet | 2 BAR2 (MSI-X) | 4096 | R/W | 1, 2, 4, 8 bytes to the model's table (QEMU emulates table and PBA, so normally none arrive) |
 //! | memdev | 0 BAR0 (I/O) | 128 | R/W | as ptnet BAR0; the registers are read-only |
-//! | memdev | 1 BAR1 (netmap region) | next power of two ≥ MEMSIZE | R/W/MMAP, one sparse area | the memfd of the region, offset 0, MEMSIZE rounded up to a page: QEMU maps it into the guest, no message per access; accesses beyond it read all-ones and drop writes |
+//! | memdev | 1 BAR1 (netmap region) | next power of two ≥ MEMSIZE | R/W/MMAP, one sparse area | the memfd of the region, offset 0, MEMSIZE rounded up to a page: QEMU maps it into the guest, no message per access; one that arrives may have any length and offset (BAR1 is RAM, see [`MemdevDevice::bar1_read`]); bytes past MEMSIZE read all-ones, writes there are dropped |
 //!
 //! Every other region has size 0. An access outside its region, of length 0, or of a length the
 //! region does not take is an error reply (EINVAL); it changes nothing. Accesses the model
@@ -496,34 +496,18 @@ impl MemdevBackend {
         (self.dev.bar1().len() as u64).next_multiple_of(PAGE).min(self.bar1_size)
     }
 
+    /// BAR1 accesses that reach the server (QEMU maps the memfd, so normally none do): any
+    /// length inside the BAR, as [`MemdevDevice::bar1_read`] and [`MemdevDevice::bar1_write`]
+    /// define it (QEMU's BAR1 is RAM: every width, any offset; all-ones past MEMSIZE).
     fn bar1_read(&self, offset: u64, data: &mut [u8]) -> io::Result<()> {
         check_range(BAR1_REGION, offset, data.len(), self.bar1_size)?;
-        let n = data.len();
-        if matches!(n, 4 | 8) && offset.is_multiple_of(n as u64) {
-            put(data, self.dev.bar_read(MEM_BAR, offset, n as u8));
-            return Ok(());
-        }
-        data.fill(0xff);
-        let r = self.dev.bar1();
-        let inside = (r.len() as u64).saturating_sub(offset).min(n as u64) as usize;
-        if inside > 0 {
-            let _ = r.read_bytes(offset as usize, &mut data[..inside]);
-        }
+        self.dev.bar1_read(offset, data);
         Ok(())
     }
 
     fn bar1_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(BAR1_REGION, offset, data.len(), self.bar1_size)?;
-        let n = data.len();
-        if matches!(n, 4 | 8) && offset.is_multiple_of(n as u64) {
-            self.dev.bar_write(MEM_BAR, offset, n as u8, get(data));
-            return Ok(());
-        }
-        let r = self.dev.bar1();
-        let inside = (r.len() as u64).saturating_sub(offset).min(n as u64) as usize;
-        if inside > 0 {
-            let _ = r.write_bytes(offset as usize, &data[..inside]);
-        }
+        self.dev.bar1_write(offset, data);
         Ok(())
     }
 }
