@@ -112,6 +112,12 @@ fn a_million_mixed_frames_across_the_switch() {
     assert_eq!(p2.stats.rx_drops.load(Ordering::Relaxed), 0);
     assert_eq!(p2.stats.rx_frames.load(Ordering::Relaxed), total);
     assert_eq!(sw.stats.dropped.load(Ordering::Relaxed), 0);
+    // TX frames are counted just after the host hands them on, so the receiver can finish
+    // first: wait (bounded) for the sender's counter instead of reading it once.
+    let t = Instant::now();
+    while d1.counters(0).unwrap().packets < total && t.elapsed() < Duration::from_secs(20) {
+        std::thread::yield_now();
+    }
     assert_eq!(d1.counters(0).unwrap().packets, total);
     g1.shutdown();
     g2.shutdown();
