@@ -27,10 +27,12 @@
 pub mod abi;
 pub mod csb;
 pub mod driver;
+pub mod inet;
 pub mod logger;
 pub mod nm;
 pub mod platform;
 pub mod ring;
+pub mod scheme;
 pub mod selftest;
 pub mod shm;
 
