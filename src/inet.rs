@@ -59,7 +59,7 @@ mod tests {
         }
         f[20..22].copy_from_slice(&[0x12, 0x34]); // pseudo-header sum left by the host
         assert!(complete_partial(&mut f, 10, 10));
-        assert_eq!(internet_checksum(&f[10..], 0), 0);
+        assert_eq!(internet_checksum(&f[10..], 0x1234), 0, "checks with the pseudo-header sum");
         assert!(!complete_partial(&mut f, 39, 1));
         assert!(!complete_partial(&mut f, usize::MAX, 1));
     }

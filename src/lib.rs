@@ -25,6 +25,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+pub mod client;
 pub mod csb;
 pub mod driver;
 pub mod inet;

@@ -56,7 +56,11 @@ fn frames_cross_the_pipe_one_per_call() {
     assert_eq!(errno(b.k.read(NET, db, &mut buf, 0, O_NONBLOCK)), EAGAIN, "empty, non-blocking");
 
     let arp = frame(1, 2, 0, 42);
-    assert_eq!(a.k.write(NET, da, &arp, O_NONBLOCK).unwrap(), 42, "full length, not the padded one");
+    assert_eq!(
+        a.k.write(NET, da, &arp, O_NONBLOCK).unwrap(),
+        42,
+        "full length, not the padded one"
+    );
     let sizes = [60usize, 61, 1000, 1514];
     for (k, &len) in sizes.iter().enumerate() {
         let f = frame(1, 2, k as u64 + 1, len);
@@ -148,7 +152,8 @@ fn multi_slot_frames_and_batched_publication() {
     let (a, b) = pair(1, 512, 256);
     let da = a.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
     let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
-    let frames: Vec<Vec<u8>> = (0..100).map(|k| frame(1, 2, k, 60 + (k as usize * 97) % 1455)).collect();
+    let frames: Vec<Vec<u8>> =
+        (0..100).map(|k| frame(1, 2, k, 60 + (k as usize * 97) % 1455)).collect();
     for f in &frames {
         assert_eq!(a.k.write(NET, da, f, O_NONBLOCK).unwrap(), f.len());
     }

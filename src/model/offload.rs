@@ -159,8 +159,8 @@ pub fn apply_offloads(
     }
 }
 
-pub use crate::inet::{internet_checksum, ones_complement_sum};
 use crate::inet::{fold, sum_words};
+pub use crate::inet::{internet_checksum, ones_complement_sum};
 
 /// Folded, non-complemented sum of the TCP/UDP pseudo-header: addresses (4 bytes each for IPv4,
 /// 16 for IPv6), protocol and transport length (header + payload). This is what a guest stores in

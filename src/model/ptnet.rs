@@ -431,11 +431,8 @@ impl PtnetDevice {
                 };
                 lock(&self.regs).ptctl = st;
             }
-            VNET_HDR_LEN => {
-                if self.port.set_vnet_hdr_len(val) {
-                    lock(&self.regs).vnet_hdr_len = val;
-                }
-            }
+            VNET_HDR_LEN if self.port.set_vnet_hdr_len(val) => lock(&self.regs).vnet_hdr_len = val,
+            VNET_HDR_LEN => {}
             CSB_GH_BAH => lock(&self.regs).gh_bah = val,
             CSB_HG_BAH => lock(&self.regs).hg_bah = val,
             CSB_GH_BAL | CSB_HG_BAL => self.map_csb(off == CSB_GH_BAL, val),

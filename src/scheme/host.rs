@@ -117,13 +117,13 @@ fn result(c: &Cqe) -> Result<usize> {
     Error::demux(c.result as usize)
 }
 
-impl<P: Platform + Send + 'static> HostKernel<P>
-where
-    Daemon<P>: Send,
-{
+impl<P: Platform + Send + 'static> HostKernel<P> {
     /// Starts `daemon` on its own thread. `wake` must make the platform's
     /// [`Platform::wait_interrupts`] return (it is called after every submission).
-    pub fn spawn(daemon: Daemon<P>, wake: Arc<dyn Fn() + Send + Sync>, cfg: HostConfig) -> Self {
+    pub fn spawn(daemon: Daemon<P>, wake: Arc<dyn Fn() + Send + Sync>, cfg: HostConfig) -> Self
+    where
+        Daemon<P>: Send,
+    {
         let region = daemon.nic().region().clone();
         let name = daemon.nic().info().name.clone();
         let mut server = Server::new(daemon);
@@ -134,7 +134,16 @@ where
             .name(format!("ptnetd {name}"))
             .spawn(move || run(server, sh, cfg))
             .expect("spawning the daemon thread");
-        Self { shared, wake, thread: Some(thread), region, roots, next_tag: AtomicU32::new(1), cfg, name }
+        Self {
+            shared,
+            wake,
+            thread: Some(thread),
+            region,
+            roots,
+            next_tag: AtomicU32::new(1),
+            cfg,
+            name,
+        }
     }
 
     /// Stops the daemon thread and returns the daemon (to shut the device down).
@@ -220,20 +229,42 @@ where
     }
 
     /// `openat` relative to handle `dir`.
-    pub fn openat(&self, which: Which, dir: usize, path: &str, flags: usize, uid: u32) -> Result<usize> {
+    pub fn openat(
+        &self,
+        which: Which,
+        dir: usize,
+        path: &str,
+        flags: usize,
+        uid: u32,
+    ) -> Result<usize> {
         let fcntl = flags & syscall::flag::O_FCNTL_MASK;
-        let args = [dir as u64, path.as_ptr() as u64, path.len() as u64, flags as u64, fcntl as u64, 0];
+        let args =
+            [dir as u64, path.as_ptr() as u64, path.len() as u64, flags as u64, fcntl as u64, 0];
         self.run_call(which, Opcode::OpenAt, args, uid)
     }
 
     /// `read` with the handle's fcntl `flags` (e.g. `O_NONBLOCK`).
-    pub fn read(&self, which: Which, fd: usize, buf: &mut [u8], offset: u64, flags: usize) -> Result<usize> {
+    pub fn read(
+        &self,
+        which: Which,
+        fd: usize,
+        buf: &mut [u8],
+        offset: u64,
+        flags: usize,
+    ) -> Result<usize> {
         let p = self.read_async(which, fd, buf, offset, flags);
         self.wait(p)
     }
 
     /// Starts a `read`; `buf` must stay untouched until the reply is taken.
-    pub fn read_async(&self, which: Which, fd: usize, buf: &mut [u8], offset: u64, flags: usize) -> Pending {
+    pub fn read_async(
+        &self,
+        which: Which,
+        fd: usize,
+        buf: &mut [u8],
+        offset: u64,
+        flags: usize,
+    ) -> Pending {
         let args = [fd as u64, buf.as_mut_ptr() as u64, buf.len() as u64, offset, flags as u64, 0];
         self.submit(which, Opcode::Read, args, 0)
     }
@@ -245,7 +276,13 @@ where
     }
 
     /// `call(fd, payload, metadata)` (at most 3 metadata words, as on Redox).
-    pub fn call(&self, which: Which, fd: usize, payload: &mut [u8], metadata: &[u64]) -> Result<usize> {
+    pub fn call(
+        &self,
+        which: Which,
+        fd: usize,
+        payload: &mut [u8],
+        metadata: &[u64],
+    ) -> Result<usize> {
         if metadata.len() > 3 {
             return Err(Error::new(EINVAL));
         }
@@ -287,7 +324,14 @@ where
 
     /// `mmap(fd, offset, len, flags)`: the daemon's `mmap_prep` answer, as the mapping the
     /// kernel would install (here: the same pages, one address space).
-    pub fn mmap(&self, which: Which, fd: usize, offset: u64, len: usize, flags: MapFlags) -> Result<Region> {
+    pub fn mmap(
+        &self,
+        which: Which,
+        fd: usize,
+        offset: u64,
+        len: usize,
+        flags: MapFlags,
+    ) -> Result<Region> {
         let args = [fd as u64, len as u64, flags.bits() as u64, offset, 0, 0];
         let addr = self.run_call(which, Opcode::MmapPrep, args, 0)?;
         let off = addr.checked_sub(self.region.addr()).ok_or(Error::new(EINVAL))?;
@@ -303,7 +347,13 @@ where
 
     /// Waits until an event in `mask` is posted for `fd` (or `timeout`); takes and returns the
     /// posted flags in `mask` (empty on timeout).
-    pub fn wait_event(&self, which: Which, fd: usize, mask: EventFlags, timeout: Duration) -> EventFlags {
+    pub fn wait_event(
+        &self,
+        which: Which,
+        fd: usize,
+        mask: EventFlags,
+        timeout: Duration,
+    ) -> EventFlags {
         let end = Instant::now() + timeout;
         let mut ev = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -317,7 +367,12 @@ where
             if now >= end {
                 return EventFlags::empty();
             }
-            ev = self.shared.event_cv.wait_timeout(ev, end - now).unwrap_or_else(|e| e.into_inner()).0;
+            ev = self
+                .shared
+                .event_cv
+                .wait_timeout(ev, end - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -372,7 +427,11 @@ fn run<P: Platform>(mut server: Server<P>, sh: Arc<Shared>, cfg: HostConfig) -> 
     }
 }
 
-fn deliver(sh: &Shared, replies: &mut HashMap<(Which, u32), mpsc::Sender<Cqe>>, out: &mut Vec<(Which, Response)>) {
+fn deliver(
+    sh: &Shared,
+    replies: &mut HashMap<(Which, u32), mpsc::Sender<Cqe>>,
+    out: &mut Vec<(Which, Response)>,
+) {
     let mut posted = false;
     for (which, r) in out.drain(..) {
         let c = to_cqe(r);

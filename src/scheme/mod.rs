@@ -157,7 +157,15 @@ impl<P: Platform> Daemon<P> {
     pub fn new(plat: P, nic: Ptnet<P>) -> Self {
         let owners = vec![Owner::Stack; nic.num_rings() as usize];
         let stack = network::StackState::new(&nic);
-        Self { plat, nic, handles: BTreeMap::new(), next_id: 1, owners, stack, stats: SchemeStats::default() }
+        Self {
+            plat,
+            nic,
+            handles: BTreeMap::new(),
+            next_id: 1,
+            owners,
+            stack,
+            stats: SchemeStats::default(),
+        }
     }
 
     /// The driver.
@@ -254,7 +262,10 @@ mod tests {
 
     #[test]
     fn scheme_names_follow_the_spec() {
-        assert_eq!(Which::Network.scheme_name("pci-0000-00-03.0"), "network.pci-0000-00-03.0_ptnet");
+        assert_eq!(
+            Which::Network.scheme_name("pci-0000-00-03.0"),
+            "network.pci-0000-00-03.0_ptnet"
+        );
         assert_eq!(Which::Netmap.scheme_name("pci-0000-00-03.0"), "netmap.pci-0000-00-03.0_ptnet");
         assert!(!Which::Netmap.scheme_name("x").starts_with("network"));
     }

@@ -20,107 +20,10 @@ use redox_scheme::{CallerCtx, OpenResult};
 use syscall::data::Stat;
 use syscall::error::{Error, Result, EACCES, EBADF, EBUSY, EINVAL, EIO, ENETDOWN, EOPNOTSUPP};
 use syscall::flag::{EventFlags, MapFlags, MODE_CHR};
-use syscall::PAGE_SIZE;
 use syscall::schemev2::NewFdFlags;
+use syscall::PAGE_SIZE;
 
-/// `call` operation: the geometry (M3.1).
-pub const OP_INFO: u64 = 1;
-/// `call` operation: sync the bound TX rings (M3.2).
-pub const OP_TXSYNC: u64 = 2;
-/// `call` operation: sync the bound RX rings (M3.3).
-pub const OP_RXSYNC: u64 = 3;
-/// Size of [`NmInfo`] on the wire.
-pub const INFO_LEN: usize = 64;
-/// [`NmInfo::version`] of this document.
-pub const INFO_VERSION: u32 = 1;
-
-/// The `INFO` reply (M3.1), 64 bytes little endian.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NmInfo {
-    /// Layout version ([`INFO_VERSION`]).
-    pub version: u32,
-    /// Offset of the port's netmap_if in the region.
-    pub nifp_offset: u32,
-    /// Bytes of the region.
-    pub mem_size: u64,
-    /// TX rings of the port.
-    pub tx_rings: u32,
-    /// RX rings of the port.
-    pub rx_rings: u32,
-    /// Slots per TX ring.
-    pub tx_slots: u32,
-    /// Slots per RX ring.
-    pub rx_slots: u32,
-    /// Buffer size.
-    pub buf_size: u32,
-    /// Number of buffers (valid indices `2..buf_num`).
-    pub buf_num: u32,
-    /// virtio-net header length in front of every frame.
-    pub vnet_hdr_len: u32,
-    /// First bound TX ring.
-    pub first_tx: u32,
-    /// One past the last bound TX ring.
-    pub last_tx: u32,
-    /// First bound RX ring.
-    pub first_rx: u32,
-    /// One past the last bound RX ring.
-    pub last_rx: u32,
-}
-
-impl NmInfo {
-    /// Encodes into `b` (at least [`INFO_LEN`] bytes).
-    pub fn encode(&self, b: &mut [u8]) -> bool {
-        if b.len() < INFO_LEN {
-            return false;
-        }
-        let w = [
-            self.version,
-            self.nifp_offset,
-            self.mem_size as u32,
-            (self.mem_size >> 32) as u32,
-            self.tx_rings,
-            self.rx_rings,
-            self.tx_slots,
-            self.rx_slots,
-            self.buf_size,
-            self.buf_num,
-            self.vnet_hdr_len,
-            self.first_tx,
-            self.last_tx,
-            self.first_rx,
-            self.last_rx,
-            0,
-        ];
-        for (k, v) in w.iter().enumerate() {
-            b[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        true
-    }
-
-    /// Decodes from `b` (at least [`INFO_LEN`] bytes).
-    pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() < INFO_LEN {
-            return None;
-        }
-        let w = |k: usize| u32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]);
-        Some(Self {
-            version: w(0),
-            nifp_offset: w(1),
-            mem_size: w(2) as u64 | (w(3) as u64) << 32,
-            tx_rings: w(4),
-            rx_rings: w(5),
-            tx_slots: w(6),
-            rx_slots: w(7),
-            buf_size: w(8),
-            buf_num: w(9),
-            vnet_hdr_len: w(10),
-            first_tx: w(11),
-            last_tx: w(12),
-            first_rx: w(13),
-            last_rx: w(14),
-        })
-    }
-}
+pub use crate::abi::nmscheme::{NmInfo, INFO_LEN, INFO_VERSION, OP_INFO, OP_RXSYNC, OP_TXSYNC};
 
 /// The rings a netmap handle holds, by kind (TX ring `k`, RX ring `k`: netmap numbering).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,7 +195,8 @@ fn sync_ring<P: Platform>(d: &mut Daemon<P>, i: u32, tx: bool) -> Result<()> {
 fn sync_all<P: Platform>(d: &mut Daemon<P>, b: &Binding, tx: bool) -> Result<usize> {
     d.stats.syncs += 1;
     let t = d.nic.info().tx_rings;
-    let ids: Vec<u32> = if tx { b.tx.clone().collect() } else { b.rx.clone().map(|k| t + k).collect() };
+    let ids: Vec<u32> =
+        if tx { b.tx.clone().collect() } else { b.rx.clone().map(|k| t + k).collect() };
     let mut res = Ok(0);
     for i in ids {
         if let Err(e) = sync_ring(d, i, tx) {
@@ -448,7 +352,7 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
     ) -> Result<usize> {
         self.binding(id)?;
         let region = self.0.nic.region();
-        let ok = offset % PAGE_SIZE as u64 == 0
+        let ok = offset.is_multiple_of(PAGE_SIZE as u64)
             && size > 0
             && offset.checked_add(size as u64).is_some_and(|e| e <= region.len() as u64)
             && !flags.contains(MapFlags::MAP_PRIVATE);
@@ -538,15 +442,5 @@ mod tests {
         for bad in ["3", "01", "-1", "+1", " 1", "1/", "1/X", "all/T/R", "x", "1 ", "2/T"] {
             assert_eq!(parse_path(bad, 2, 3), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn info_round_trips() {
-        let i = NmInfo { version: 1, nifp_offset: 4096, mem_size: 1 << 33, tx_rings: 2, last_rx: 7, ..Default::default() };
-        let mut b = [0u8; INFO_LEN];
-        assert!(i.encode(&mut b));
-        assert_eq!(NmInfo::decode(&b), Some(i));
-        assert!(!i.encode(&mut [0u8; 63]));
-        assert_eq!(NmInfo::decode(&b[..63]), None);
     }
 }

@@ -78,12 +78,16 @@ impl<P: Platform> Server<P> {
 
     fn dispatch(&mut self, which: Which, op: &mut Op, caller: &CallerCtx) -> SchemeResponse {
         match which {
-            Which::Network => {
-                op.handle_sync_dont_consume(caller, &mut NetworkView(&mut self.daemon), &mut self.state)
-            }
-            Which::Netmap => {
-                op.handle_sync_dont_consume(caller, &mut NetmapView(&mut self.daemon), &mut self.state)
-            }
+            Which::Network => op.handle_sync_dont_consume(
+                caller,
+                &mut NetworkView(&mut self.daemon),
+                &mut self.state,
+            ),
+            Which::Netmap => op.handle_sync_dont_consume(
+                caller,
+                &mut NetmapView(&mut self.daemon),
+                &mut self.state,
+            ),
         }
     }
 
@@ -108,7 +112,13 @@ impl<P: Platform> Server<P> {
         }
     }
 
-    fn call(&mut self, which: Which, mut op: Op, caller: CallerCtx, out: &mut Vec<(Which, Response)>) {
+    fn call(
+        &mut self,
+        which: Which,
+        mut op: Op,
+        caller: CallerCtx,
+        out: &mut Vec<(Which, Response)>,
+    ) {
         self.daemon.stats.calls += 1;
         let r = self.dispatch(which, &mut op, &caller);
         if would_block(&r) {

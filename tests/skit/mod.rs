@@ -1,6 +1,6 @@
 //! Shared helpers of the scheme tests: two VMs on a netmap pipe (or a port alone), each with
 //! the driver, a daemon serving both schemes and the in-process transport in front of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use ptnetd::driver::{DriverConfig, Ptnet};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
@@ -63,7 +63,10 @@ pub fn vm_on(port: &Arc<NmPort>, n: u8, drv: DriverConfig, host: HostConfig) -> 
 /// Two VMs joined by a pipe of `rings` ring pairs of `slots` slots and `buf_size`-byte buffers.
 pub fn pair(rings: u32, slots: u32, buf_size: u32) -> (Vm1, Vm1) {
     let (a, b) = pipe_ports(rings, slots, buf_size);
-    (vm_on(&a, 1, DriverConfig::default(), no_poll()), vm_on(&b, 2, DriverConfig::default(), no_poll()))
+    (
+        vm_on(&a, 1, DriverConfig::default(), no_poll()),
+        vm_on(&b, 2, DriverConfig::default(), no_poll()),
+    )
 }
 
 /// An Ethernet frame from VM `src` to VM `dst` carrying `seq`, `len` bytes long.
