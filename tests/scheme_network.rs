@@ -166,3 +166,58 @@ fn multi_slot_frames_and_batched_publication() {
     assert_eq!(s.scheme.frames_written, 100);
     assert_eq!(b.k.snapshot().scheme.frames_read, 100);
 }
+
+/// N4, N5 with the virtio-net header: zeroed in front on TX, stripped on RX, and a partial
+/// checksum (NEEDS_CSUM, as a host with checksum offload delivers it) completed in software.
+#[test]
+fn vnet_header_stripped_and_partial_checksums_completed() {
+    use ptnetd::abi::vnet::{VirtioNetHdr, F_NEEDS_CSUM};
+    use ptnetd::client::{HostPort, NetmapPort};
+    use ptnetd::inet::{internet_checksum, ones_complement_sum};
+    let (a, b, _sw) = switch_pair(true);
+    let da = a.k.open(NET, "", O_RDWR, 0).unwrap();
+    let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
+    let f = frame(1, 2, 5, 300);
+    a.k.write(NET, da, &f, 0).unwrap();
+    let mut buf = vec![0u8; 1514];
+    let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
+    assert_eq!(&buf[..n], &f[..], "header stripped, frame intact");
+
+    // An IPv4/UDP frame whose checksum field holds only the pseudo-header sum.
+    let payload = b"partial checksum completed by ptnetd";
+    let udp_len = 8 + payload.len();
+    let mut u = frame(1, 2, 0, 14 + 20 + udp_len);
+    u[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut u[14..34];
+    ip.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    let c = internet_checksum(&u[14..34], 0);
+    u[24..26].copy_from_slice(&c.to_be_bytes());
+    u[34..36].copy_from_slice(&4000u16.to_be_bytes());
+    u[36..38].copy_from_slice(&5000u16.to_be_bytes());
+    u[38..40].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    u[42..].copy_from_slice(payload);
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    pseudo[9] = 17;
+    pseudo[10..].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    let ps = ones_complement_sum(&pseudo, 0);
+    u[40..42].copy_from_slice(&ps.to_be_bytes());
+    let hdr =
+        VirtioNetHdr { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..Default::default() };
+    let mut wire = vec![0u8; 12];
+    assert!(hdr.emit(&mut wire));
+    wire.extend_from_slice(&u);
+    {
+        let p = NetmapPort::new(HostPort::open(&a.k, "0/T").unwrap()).unwrap();
+        assert_eq!(p.info().vnet_hdr_len, 12);
+        assert!(p.tx_ring(0).unwrap().push(&wire).unwrap());
+        p.txsync().unwrap();
+    }
+    let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
+    assert_eq!(n, u.len());
+    assert_eq!(buf[..40], u[..40], "headers unchanged");
+    assert_ne!(buf[40..42], u[40..42], "checksum filled in");
+    assert_eq!(internet_checksum(&buf[34..n], u32::from(ps)), 0, "the UDP checksum verifies");
+    assert_eq!(buf[42..n], u[42..], "payload intact");
+}

@@ -83,3 +83,20 @@ pub fn frame(src: u8, dst: u8, seq: u64, len: usize) -> Vec<u8> {
     }
     f
 }
+
+/// A port with its own memory region (`mem_id`), for a switch.
+pub fn lone_port(mem_id: u16, rings: u32, slots: u32) -> Arc<NmPort> {
+    let mem =
+        Arc::new(NetmapMemory::new(mem_id, MemConfig::for_ports(1, 2 * rings, slots, 64)).unwrap());
+    NmPort::new(mem, &PortSpec::new("p", rings, slots)).unwrap()
+}
+
+/// Two VMs on a VALE-like switch; `vnet` negotiates the 12-byte virtio-net header on both.
+pub fn switch_pair(vnet: bool) -> (Vm1, Vm1, Arc<ptnetd::model::switch::Switch>) {
+    let sw = ptnetd::model::switch::Switch::new("vale-s");
+    let (p1, p2) = (lone_port(21, 1, 256), lone_port(22, 1, 256));
+    sw.attach_port(&p1);
+    sw.attach_port(&p2);
+    let drv = DriverConfig { vnet_hdr: vnet, ..DriverConfig::default() };
+    (vm_on(&p1, 1, drv, no_poll()), vm_on(&p2, 2, drv, no_poll()), sw)
+}
