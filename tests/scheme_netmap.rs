@@ -4,7 +4,8 @@
 mod skit;
 
 use ptnetd::abi::nmscheme::{NmInfo, INFO_LEN, OP_INFO, OP_TXSYNC};
-use ptnetd::client::{ClientError, EventFlags, HostPort, NetmapPort};
+use ptnetd::client::host::HostOs;
+use ptnetd::client::{ClientError, EventFlags, NetmapPort};
 use ptnetd::nm::Slot;
 use ptnetd::scheme::Owner;
 use skit::*;
@@ -15,10 +16,22 @@ fn errno<T: std::fmt::Debug>(r: syscall::error::Result<T>) -> i32 {
     r.expect_err("expected an error").errno
 }
 
-type Port<'a> = NetmapPort<HostPort<'a, ptnetd::platform::sim::SimPlatform>>;
+type Os<'a> = HostOs<'a, ptnetd::platform::sim::SimPlatform>;
+type Port<'a> = NetmapPort<'a, Os<'a>>;
 
-fn port<'a>(v: &'a Vm1, path: &str) -> Port<'a> {
-    NetmapPort::new(HostPort::open(&v.k, path).unwrap()).unwrap()
+/// The operating system of VM `v` as its clients see it.
+fn os(v: &Vm1) -> Os<'_> {
+    HostOs::new(vec![&v.k])
+}
+
+fn port<'a>(os: &'a Os<'a>, path: &str) -> Port<'a> {
+    let name = os_name(os);
+    NetmapPort::open(os, &name, path).unwrap()
+}
+
+fn os_name(os: &Os<'_>) -> String {
+    // Each test VM has one NIC; its name is what the client puts in the scheme path.
+    format!("{os:?}").split("HostKernel(").nth(1).unwrap().split(')').next().unwrap().to_string()
 }
 
 /// M2, M5.1: binding paths, privileges, EBUSY, release on close.
@@ -90,8 +103,9 @@ fn info_calls_and_mmap() {
 #[test]
 fn zero_copy_frames_between_two_vms() {
     let (a, b) = pair(1, 256, 2048);
-    let mut tx = port(&a, "0/T");
-    let mut rx = port(&b, "0/R");
+    let (oa, ob) = (os(&a), os(&b));
+    let mut tx = port(&oa, "0/T");
+    let mut rx = port(&ob, "0/R");
     let total = 5000u64;
     let (mut sent, mut got) = (0u64, 0u64);
     let mut buf = vec![0u8; 2048];
@@ -138,7 +152,8 @@ fn zero_copy_frames_between_two_vms() {
 #[test]
 fn bad_client_values_reinitialise_only_that_ring() {
     let (a, b) = pair(1, 64, 2048);
-    let p = port(&a, "0/T");
+    let oa = os(&a);
+    let p = port(&oa, "0/T");
     let r = p.tx_ring(0).unwrap();
     let (h0, t0) = (r.head(), r.tail());
     // Head out of range.
@@ -179,6 +194,7 @@ fn bad_client_values_reinitialise_only_that_ring() {
 #[test]
 fn ownership_and_mode_switch_account_for_every_frame() {
     let (a, b) = pair(2, 64, 2048);
+    let (oa, ob) = (os(&a), os(&b));
     let da = a.k.open(NET, "", O_RDWR, 0).unwrap();
     let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
     // A's stack writes 10 frames; they wait unread in B's RX ring 0.
@@ -186,7 +202,7 @@ fn ownership_and_mode_switch_account_for_every_frame() {
         a.k.write(NET, da, &frame(1, 2, k, 100), 0).unwrap();
     }
     // B's zero-copy client takes RX ring 0: the 10 pending frames are its first frames.
-    let mut c = port(&b, "0/R");
+    let mut c = port(&ob, "0/R");
     assert_eq!(b.k.snapshot().scheme.frames_read, 0);
     let mut buf = vec![0u8; 2048];
     let mut got = Vec::new();
@@ -204,7 +220,7 @@ fn ownership_and_mode_switch_account_for_every_frame() {
     c.rxsync().unwrap(); // releases the 4 frames it consumed
                          // While the client holds ring 0 on B and a client holds TX ring 0 on A, the stack moves
                          // frames over ring 1.
-    let holder = port(&a, "0/T");
+    let holder = port(&oa, "0/T");
     assert_eq!(a.k.snapshot().scheme.frames_written, 10);
     a.k.write(NET, da, &frame(1, 2, 100, 100), 0).unwrap();
     let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
@@ -249,7 +265,8 @@ impl OwnerOf for Vm1 {
 #[test]
 fn readiness_events_wake_a_waiting_client() {
     let (a, b) = pair(1, 64, 2048);
-    let mut c = port(&b, "0/R");
+    let (oa, ob) = (os(&a), os(&b));
+    let mut c = port(&ob, "0/R");
     assert_eq!(
         c.wait(EventFlags::EVENT_READ, std::time::Duration::from_millis(30)).unwrap(),
         EventFlags::empty()
@@ -260,7 +277,7 @@ fn readiness_events_wake_a_waiting_client() {
     c.rxsync().unwrap();
     let mut buf = [0u8; 128];
     assert_eq!(c.rx_ring(0).unwrap().pop(&mut buf).unwrap(), Some(80));
-    let t = port(&a, "0/T");
+    let t = port(&oa, "0/T");
     let mut t = t;
     assert_eq!(t.wait(EventFlags::EVENT_WRITE, T).unwrap(), EventFlags::EVENT_WRITE);
 }
@@ -270,11 +287,12 @@ fn readiness_events_wake_a_waiting_client() {
 #[test]
 fn a_garbage_writing_client_disturbs_no_one_else() {
     let (a, b) = pair(2, 128, 2048);
-    let bad = port(&a, "1/T");
-    let mut good_tx = port(&a, "0/T");
+    let (oa, ob) = (os(&a), os(&b));
+    let bad = port(&oa, "1/T");
+    let mut good_tx = port(&oa, "0/T");
     let da = a.k.open(NET, "", O_RDWR, 0).unwrap(); // the stack: A's TX rings are all held...
     assert_eq!(errno(a.k.write(NET, da, &frame(1, 2, 0, 60), 0)), ENETDOWN, "no TX ring left");
-    let mut good_rx = port(&b, "0/R");
+    let mut good_rx = port(&ob, "0/R");
     let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap(); // B's stack owns RX ring 1
     let br = bad.tx_ring(1).unwrap();
     let mut rng = 0x9e3779b97f4a7c15u64;

@@ -172,7 +172,8 @@ fn multi_slot_frames_and_batched_publication() {
 #[test]
 fn vnet_header_stripped_and_partial_checksums_completed() {
     use ptnetd::abi::vnet::{VirtioNetHdr, F_NEEDS_CSUM};
-    use ptnetd::client::{HostPort, NetmapPort};
+    use ptnetd::client::host::HostOs;
+    use ptnetd::client::NetmapPort;
     use ptnetd::inet::{internet_checksum, ones_complement_sum};
     let (a, b, _sw) = switch_pair(true);
     let da = a.k.open(NET, "", O_RDWR, 0).unwrap();
@@ -209,7 +210,8 @@ fn vnet_header_stripped_and_partial_checksums_completed() {
     assert!(hdr.emit(&mut wire));
     wire.extend_from_slice(&u);
     {
-        let p = NetmapPort::new(HostPort::open(&a.k, "0/T").unwrap()).unwrap();
+        let os = HostOs::new(vec![&a.k]);
+        let p = NetmapPort::open(&os, a.k.name(), "0/T").unwrap();
         assert_eq!(p.info().vnet_hdr_len, 12);
         assert!(p.tx_ring(0).unwrap().push(&wire).unwrap());
         p.txsync().unwrap();

@@ -5,9 +5,14 @@
 //! slots the host filled) is checked before it is used, so a bad daemon or host gives an error,
 //! never an access outside the mapping.
 //!
-//! A [`Transport`] carries the calls: on Redox the scheme file itself; on the host the
-//! in-process kernel of [`crate::scheme::host`] ([`HostPort`]). `unsafe` is confined to the
-//! mapping (the transport's `map`), which yields a bounds-checked [`Region`].
+//! An [`Os`] carries the calls: Redox's system calls ([`redox::RedoxOs`]), or on the host the
+//! in-process kernel of [`crate::scheme::host`] ([`host::HostOs`]): one client API on both. Its
+//! `mmap` yields a bounds-checked [`Region`]; `unsafe` is confined to Redox's mapping code.
+
+#[cfg(not(target_os = "redox"))]
+pub mod host;
+#[cfg(target_os = "redox")]
+pub mod redox;
 
 use crate::abi::netmap::NETMAP_MAX_FRAGS;
 use crate::abi::nmscheme::{NmInfo, INFO_LEN, INFO_VERSION, OP_INFO, OP_RXSYNC, OP_TXSYNC};
@@ -76,21 +81,86 @@ impl From<ShmError> for ClientError {
     }
 }
 
-/// How a client reaches one open `netmap` handle.
-pub trait Transport {
+/// What a client needs from its operating system to use a scheme: Redox's system calls
+/// ([`redox::RedoxOs`]) or, on the host, the in-process kernel ([`host::HostOs`]). Paths are
+/// Redox paths: `/scheme/<scheme name>/<path in the scheme>`.
+pub trait Os {
+    /// Opens `path` with `flags` (`O_RDWR`, `O_NONBLOCK`, ...); returns a descriptor.
+    fn open(&self, path: &str, flags: usize) -> Result<usize, ClientError>;
+    /// `read` (positioned at `offset` for handles that have positions).
+    fn read(&self, fd: usize, buf: &mut [u8], offset: u64) -> Result<usize, ClientError>;
+    /// `write`.
+    fn write(&self, fd: usize, buf: &[u8]) -> Result<usize, ClientError>;
     /// `call(fd, payload, metadata)`.
-    fn call(&self, payload: &mut [u8], metadata: &[u64]) -> Result<usize, ClientError>;
-    /// `fevent`: subscribes to `flags` and returns those ready now.
-    fn subscribe(&self, flags: EventFlags) -> Result<EventFlags, ClientError>;
-    /// Waits until the daemon posts an event in `flags` or `timeout` passes (empty on timeout).
-    fn wait_event(&self, flags: EventFlags, timeout: Duration) -> Result<EventFlags, ClientError>;
-    /// `mmap(fd, 0, len, MAP_SHARED)`.
-    fn map(&self, len: usize) -> Result<Region, ClientError>;
+    fn call(&self, fd: usize, payload: &mut [u8], metadata: &[u64]) -> Result<usize, ClientError>;
+    /// Subscribes `fd` to `flags` on the client's event queue.
+    fn subscribe(&self, fd: usize, flags: EventFlags) -> Result<(), ClientError>;
+    /// Waits until an event in `flags` arrives for `fd` or `timeout` passes (empty on timeout).
+    fn wait_event(
+        &self,
+        fd: usize,
+        flags: EventFlags,
+        timeout: Duration,
+    ) -> Result<EventFlags, ClientError>;
+    /// `mmap(fd, 0, len, PROT_READ | PROT_WRITE, MAP_SHARED)` as a bounds-checked region.
+    fn mmap(&self, fd: usize, len: usize) -> Result<Region, ClientError>;
+    /// Closes `fd`.
+    fn close(&self, fd: usize);
+}
+
+/// An open descriptor of an [`Os`], closed on drop.
+#[derive(Debug)]
+pub struct Fd<'a, O: Os> {
+    os: &'a O,
+    fd: usize,
+}
+
+impl<'a, O: Os> Fd<'a, O> {
+    /// Opens `path` with `flags`.
+    pub fn open(os: &'a O, path: &str, flags: usize) -> Result<Self, ClientError> {
+        Ok(Self { os, fd: os.open(path, flags)? })
+    }
+
+    /// The descriptor number.
+    pub fn raw(&self) -> usize {
+        self.fd
+    }
+
+    /// The operating system it belongs to.
+    pub fn os(&self) -> &'a O {
+        self.os
+    }
+
+    /// `read` at offset 0 (frame handles ignore the offset).
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        self.os.read(self.fd, buf, 0)
+    }
+
+    /// `write`.
+    pub fn write(&self, buf: &[u8]) -> Result<usize, ClientError> {
+        self.os.write(self.fd, buf)
+    }
+}
+
+impl<O: Os> Drop for Fd<'_, O> {
+    fn drop(&mut self) {
+        self.os.close(self.fd);
+    }
+}
+
+/// The path of `netmap.<pci-name>_ptnet/<binding>` (scheme-spec M1, M2).
+pub fn netmap_path(pci_name: &str, binding: &str) -> String {
+    format!("/scheme/netmap.{pci_name}_ptnet/{binding}")
+}
+
+/// The path of `network.<pci-name>_ptnet/<path>` (scheme-spec N1, N2).
+pub fn network_path(pci_name: &str, path: &str) -> String {
+    format!("/scheme/network.{pci_name}_ptnet/{path}")
 }
 
 /// A bound netmap port: the geometry, the mapping and views of the bound rings.
-pub struct NetmapPort<T: Transport> {
-    t: T,
+pub struct NetmapPort<'a, O: Os> {
+    fd: Fd<'a, O>,
     info: NmInfo,
     region: Region,
     tx: Vec<RingView>,
@@ -98,7 +168,7 @@ pub struct NetmapPort<T: Transport> {
     subscribed: EventFlags,
 }
 
-impl<T: Transport> fmt::Debug for NetmapPort<T> {
+impl<O: Os> fmt::Debug for NetmapPort<'_, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NetmapPort({:?})", self.info)
     }
@@ -122,15 +192,21 @@ fn check_info(i: &NmInfo) -> Result<(), ClientError> {
     Ok(())
 }
 
-impl<T: Transport> NetmapPort<T> {
-    /// Reads the geometry, maps the region and builds views of the bound rings (each checked to
-    /// lie inside the mapping, with the slot count `INFO` gives).
-    pub fn new(t: T) -> Result<Self, ClientError> {
+impl<'a, O: Os> NetmapPort<'a, O> {
+    /// Opens `netmap.<pci_name>_ptnet/<binding>` (M2) and maps its region.
+    pub fn open(os: &'a O, pci_name: &str, binding: &str) -> Result<Self, ClientError> {
+        let fd = Fd::open(os, &netmap_path(pci_name, binding), syscall::flag::O_RDWR)?;
+        Self::new(fd)
+    }
+
+    /// Reads the geometry of the open handle `fd`, maps the region and builds views of the bound
+    /// rings (each checked to lie inside the mapping, with the slot count `INFO` gives).
+    pub fn new(fd: Fd<'a, O>) -> Result<Self, ClientError> {
         let mut b = [0u8; INFO_LEN];
-        t.call(&mut b, &[OP_INFO])?;
+        fd.os.call(fd.fd, &mut b, &[OP_INFO])?;
         let info = NmInfo::decode(&b).ok_or_else(|| ClientError::BadInfo("short".into()))?;
         check_info(&info)?;
-        let region = t.map(info.mem_size as usize)?;
+        let region = fd.os.mmap(fd.fd, info.mem_size as usize)?;
         let nifp =
             region.sub(info.nifp_offset as usize, region.len() - info.nifp_offset as usize)?;
         let (ifv, counts) = IfView::new(&nifp)?;
@@ -151,7 +227,7 @@ impl<T: Transport> NetmapPort<T> {
         let rx = (info.first_rx..info.last_rx)
             .map(|k| ring(rx_ring_ofs_index(&counts, k), info.rx_slots))
             .collect::<Result<_, _>>()?;
-        Ok(Self { t, info, region, tx, rx, subscribed: EventFlags::empty() })
+        Ok(Self { fd, info, region, tx, rx, subscribed: EventFlags::empty() })
     }
 
     /// The geometry.
@@ -159,31 +235,31 @@ impl<T: Transport> NetmapPort<T> {
         &self.info
     }
 
-    /// The transport.
-    pub fn transport(&self) -> &T {
-        &self.t
+    /// The descriptor.
+    pub fn fd(&self) -> &Fd<'a, O> {
+        &self.fd
     }
 
     /// Bound TX ring `k` (netmap numbering).
-    pub fn tx_ring(&self, k: u32) -> Result<Ring<'_, T>, ClientError> {
+    pub fn tx_ring(&self, k: u32) -> Result<Ring<'_, 'a, O>, ClientError> {
         let v = k.checked_sub(self.info.first_tx).and_then(|j| self.tx.get(j as usize));
         v.map(|view| Ring { view, port: self }).ok_or(ClientError::NoRing(k))
     }
 
     /// Bound RX ring `k`.
-    pub fn rx_ring(&self, k: u32) -> Result<Ring<'_, T>, ClientError> {
+    pub fn rx_ring(&self, k: u32) -> Result<Ring<'_, 'a, O>, ClientError> {
         let v = k.checked_sub(self.info.first_rx).and_then(|j| self.rx.get(j as usize));
         v.map(|view| Ring { view, port: self }).ok_or(ClientError::NoRing(k))
     }
 
     /// Publishes every bound TX ring's head/cur and reclaims completed slots (M3.2).
     pub fn txsync(&self) -> Result<(), ClientError> {
-        self.t.call(&mut [], &[OP_TXSYNC]).map(|_| ())
+        self.fd.os.call(self.fd.fd, &mut [], &[OP_TXSYNC]).map(|_| ())
     }
 
     /// Releases consumed RX slots and exposes newly received ones (M3.3).
     pub fn rxsync(&self) -> Result<(), ClientError> {
-        self.t.call(&mut [], &[OP_RXSYNC]).map(|_| ())
+        self.fd.os.call(self.fd.fd, &mut [], &[OP_RXSYNC]).map(|_| ())
     }
 
     /// Waits until `flags` (`EVENT_READ`: frames to read; `EVENT_WRITE`: TX space) hold, or
@@ -195,12 +271,9 @@ impl<T: Transport> NetmapPort<T> {
     ) -> Result<EventFlags, ClientError> {
         if self.subscribed != flags {
             self.subscribed = flags;
-            let now = self.t.subscribe(flags)?;
-            if !now.is_empty() {
-                return Ok(now);
-            }
+            self.fd.os.subscribe(self.fd.fd, flags)?;
         }
-        self.t.wait_event(flags, timeout)
+        self.fd.os.wait_event(self.fd.fd, flags, timeout)
     }
 
     fn buf_off(&self, buf_idx: u32, len: usize) -> Result<usize, ClientError> {
@@ -224,12 +297,12 @@ impl<T: Transport> NetmapPort<T> {
 /// the daemon's. Slots handed to the client by the host are checked before their buffers are
 /// touched.
 #[derive(Debug)]
-pub struct Ring<'a, T: Transport> {
-    view: &'a RingView,
-    port: &'a NetmapPort<T>,
+pub struct Ring<'r, 'a, O: Os> {
+    view: &'r RingView,
+    port: &'r NetmapPort<'a, O>,
 }
 
-impl<T: Transport> Ring<'_, T> {
+impl<O: Os> Ring<'_, '_, O> {
     /// Number of slots.
     pub fn num_slots(&self) -> u32 {
         self.view.num_slots()
@@ -358,56 +431,5 @@ impl<T: Transport> Ring<'_, T> {
             Some(e) => Err(e),
             None => Ok(Some(total)),
         }
-    }
-}
-
-/// A `netmap` handle reached through the host's in-process kernel.
-#[cfg(not(target_os = "redox"))]
-#[derive(Debug)]
-pub struct HostPort<'a, P: crate::platform::Platform + Send + 'static> {
-    k: &'a crate::scheme::host::HostKernel<P>,
-    fd: usize,
-}
-
-#[cfg(not(target_os = "redox"))]
-impl<'a, P: crate::platform::Platform + Send + 'static> HostPort<'a, P> {
-    /// Opens `netmap.<…>/path` as root (M2).
-    pub fn open(
-        k: &'a crate::scheme::host::HostKernel<P>,
-        path: &str,
-    ) -> Result<Self, ClientError> {
-        let fd = k.open(crate::scheme::Which::Netmap, path, syscall::flag::O_RDWR, 0)?;
-        Ok(Self { k, fd })
-    }
-
-    /// The handle id.
-    pub fn fd(&self) -> usize {
-        self.fd
-    }
-}
-
-#[cfg(not(target_os = "redox"))]
-impl<P: crate::platform::Platform + Send + 'static> Drop for HostPort<'_, P> {
-    fn drop(&mut self) {
-        self.k.close(crate::scheme::Which::Netmap, self.fd);
-    }
-}
-
-#[cfg(not(target_os = "redox"))]
-impl<P: crate::platform::Platform + Send + 'static> Transport for HostPort<'_, P> {
-    fn call(&self, payload: &mut [u8], metadata: &[u64]) -> Result<usize, ClientError> {
-        Ok(self.k.call(crate::scheme::Which::Netmap, self.fd, payload, metadata)?)
-    }
-    fn subscribe(&self, flags: EventFlags) -> Result<EventFlags, ClientError> {
-        Ok(self.k.fevent(crate::scheme::Which::Netmap, self.fd, flags)?)
-    }
-    fn wait_event(&self, flags: EventFlags, timeout: Duration) -> Result<EventFlags, ClientError> {
-        Ok(self.k.wait_event(crate::scheme::Which::Netmap, self.fd, flags, timeout))
-    }
-    fn map(&self, len: usize) -> Result<Region, ClientError> {
-        let f = syscall::flag::MapFlags::MAP_SHARED
-            | syscall::flag::MapFlags::PROT_READ
-            | syscall::flag::MapFlags::PROT_WRITE;
-        Ok(self.k.mmap(crate::scheme::Which::Netmap, self.fd, 0, len, f)?)
     }
 }

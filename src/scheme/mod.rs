@@ -16,6 +16,8 @@ pub mod server;
 
 #[cfg(not(target_os = "redox"))]
 pub mod host;
+#[cfg(target_os = "redox")]
+pub mod redox;
 
 use crate::driver::copy::CopyError;
 use crate::driver::{DriverError, Ptnet};
