@@ -25,12 +25,15 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+pub mod client;
 pub mod csb;
 pub mod driver;
+pub mod inet;
 pub mod logger;
 pub mod nm;
 pub mod platform;
 pub mod ring;
+pub mod scheme;
 pub mod selftest;
 pub mod shm;
 

@@ -9,6 +9,7 @@
 pub mod csb;
 pub mod memdev;
 pub mod netmap;
+pub mod nmscheme;
 pub mod pci;
 pub mod regs;
 pub mod vnet;

@@ -370,3 +370,41 @@ impl<P: Platform> Ptnet<P> {
         self.publish(i, NAF_FORCE_READ)
     }
 }
+
+impl<P: Platform> Ptnet<P> {
+    /// Slots of RX ring `i` the copy path has not consumed yet, after reading the host's tail
+    /// (§8.4): non-zero means a frame is (or is being) received. Does not consume anything.
+    pub fn rx_pending(&mut self, i: u32) -> Result<u32, DriverError> {
+        let c = self.copy_state(i)?;
+        let r = self.ring_mut(i)?;
+        if r.tx {
+            return Err(DriverError::NoRing(i));
+        }
+        let _ = r.sync_tail();
+        Ok(ring::dist(c.head, r.k.rtail, r.num_slots()))
+    }
+
+    /// `ptnet_sync_tail` (§8.4) of ring `i`: reads the host's indices (validated) and sets
+    /// `tail = hwtail` in the shared ring. Used by zero-copy users to reclaim completed slots.
+    pub fn sync_tail(&mut self, i: u32) -> Result<(), DriverError> {
+        self.ring_mut(i)?.sync_tail().map_err(DriverError::from)
+    }
+
+    /// Ends the copy path's use of ring `i` before another user (a zero-copy client) takes it
+    /// (scheme-spec `netmap.md` M5.2): TX publishes every frame copied so far; RX releases the
+    /// slots already consumed and leaves unread frames in the ring. The copy path resumes from
+    /// the ring's validated head (`rhead`) the next time it is used, so no frame is lost or
+    /// repeated across the hand-over.
+    pub fn release_copy(&mut self, i: u32) -> Result<(), DriverError> {
+        let tx = self.ring_mut(i)?.tx;
+        if tx {
+            self.flush_tx(i)?;
+        } else {
+            self.flush_rx(i)?;
+        }
+        if let Some(c) = self.copy.get_mut(i as usize) {
+            c.valid = false;
+        }
+        Ok(())
+    }
+}

@@ -159,18 +159,8 @@ pub fn apply_offloads(
     }
 }
 
-/// Internet checksum (RFC 1071) of `data`: the complement of [`ones_complement_sum`]. Store the
-/// result as is; recomputing it over data that contains a correct checksum gives 0.
-pub fn internet_checksum(data: &[u8], initial: u32) -> u16 {
-    !ones_complement_sum(data, initial)
-}
-
-/// One's-complement sum of `data` read as big-endian 16-bit words (an odd last byte is padded
-/// with a zero byte), plus `initial` (e.g. a [`pseudo_header_sum`]), folded to 16 bits and not
-/// complemented.
-pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
-    fold(u64::from(initial) + sum_words(data))
-}
+use crate::inet::{fold, sum_words};
+pub use crate::inet::{internet_checksum, ones_complement_sum};
 
 /// Folded, non-complemented sum of the TCP/UDP pseudo-header: addresses (4 bytes each for IPv4,
 /// 16 for IPv6), protocol and transport length (header + payload). This is what a guest stores in
@@ -179,22 +169,6 @@ pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
 pub fn pseudo_header_sum(src: &[u8], dst: &[u8], proto: u8, l4_len: u32) -> u16 {
     let lens = u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff);
     fold(sum_words(src) + sum_words(dst) + u64::from(proto) + lens)
-}
-
-fn sum_words(data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    let mut sum: u64 = words.by_ref().map(|w| u64::from(u16::from_be_bytes([w[0], w[1]]))).sum();
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 fn check_hdr_len(len: usize) -> Result<(), OffloadError> {

@@ -87,6 +87,12 @@ impl InterruptController {
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
+    /// Wakes every waiter without raising an interrupt: the stand-in for another event source
+    /// of the guest (a scheme request arriving at a daemon that sleeps on its interrupts).
+    pub fn wake(&self) {
+        self.notifier.notify();
+    }
+
     /// Generation of the wake-up notifier (changes on every interrupt).
     pub fn generation(&self) -> u64 {
         self.notifier.generation()

@@ -178,6 +178,17 @@ impl RedoxPlatform {
     }
 }
 
+impl RedoxPlatform {
+    /// Adds `fd` (a scheme socket) to the events [`Platform::wait_interrupts`] wakes on, so one
+    /// wait serves interrupts and scheme requests (the daemon's event loop).
+    pub fn watch_fd(&self, fd: usize) -> Result<(), PlatformError> {
+        match &self.waiter {
+            Some(w) => w.subscribe(fd, usize::MAX - 1 - fd),
+            None => Err(PlatformError::Unsupported("no event queue")),
+        }
+    }
+}
+
 impl Platform for RedoxPlatform {
     type Function = RedoxFunction;
     type Irq = RedoxIrq;

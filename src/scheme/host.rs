@@ -1,0 +1,449 @@
+//! The in-process transport (host builds): plays the kernel's part between client threads and a
+//! daemon thread, so the schemes run exactly the request path they run on Redox.
+//!
+//! A client call becomes an [`Sqe`] laid out as Redox's kernel lays it out (opcode, tag, args,
+//! caller uid/gid), turned into a [`Request`] and handed to the daemon thread, which runs it
+//! through [`Server::request`] (redox-scheme's decoding and dispatch). Replies come back as the
+//! [`Cqe`] the kernel would read; a blocking request the daemon parks is answered later, like on
+//! Redox, and can be cancelled; `post_fevent` events are queued per handle for
+//! [`HostKernel::wait_event`]; `mmap` hands out the daemon's own mapping of the region (one
+//! address space here). Buffers passed to the daemon are the client's own and stay valid while
+//! the client waits for the reply, as the kernel guarantees on Redox.
+//!
+//! The daemon thread sleeps on the platform's interrupt wait; a request wakes it through the
+//! `wake` function given at spawn (for the model: [`crate::model::vm::InterruptController::wake`]).
+#![allow(unsafe_code)]
+
+use super::server::Server;
+use super::{Daemon, SchemeStats, Which};
+use crate::driver::ring::RingStats;
+use crate::platform::Platform;
+use crate::shm::Region;
+use redox_scheme::{Request, Response};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use syscall::data::Stat;
+use syscall::error::{Error, Result, EINVAL, ETIMEDOUT};
+use syscall::flag::{EventFlags, MapFlags};
+use syscall::schemev2::{Cqe, CqeOpcode, Opcode, Sqe, SqeFlags};
+
+/// Settings of the transport.
+#[derive(Debug, Clone, Copy)]
+pub struct HostConfig {
+    /// Polling fallback of the daemon loop: every ring is treated as signalled at least this
+    /// often. `None` in protocol tests: a lost wake-up must fail a test, not cost a poll period.
+    pub poll: Option<Duration>,
+    /// How long a client waits for a reply before the call fails with `ETIMEDOUT` (a test fails
+    /// instead of hanging).
+    pub reply_timeout: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self { poll: Some(Duration::from_millis(10)), reply_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Counters read from the daemon thread after each of its loops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Scheme-layer counters.
+    pub scheme: SchemeStats,
+    /// Driver counters per ring (TX then RX).
+    pub rings: Vec<RingStats>,
+    /// Requests parked now.
+    pub parked: usize,
+    /// Loops of the daemon thread (wake-ups).
+    pub loops: u64,
+}
+
+type Submission = (Which, Sqe, Option<mpsc::Sender<Cqe>>);
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Vec<Submission>>,
+    events: Mutex<HashMap<(Which, usize), usize>>,
+    event_cv: Condvar,
+    snapshot: Mutex<Snapshot>,
+    stop: AtomicBool,
+}
+
+/// A blocking request in flight.
+#[derive(Debug)]
+pub struct Pending {
+    /// Its tag (what a cancellation names).
+    pub tag: u32,
+    which: Which,
+    rx: mpsc::Receiver<Cqe>,
+}
+
+/// The kernel's part for one daemon running on a thread of this process.
+pub struct HostKernel<P: Platform + Send + 'static> {
+    shared: Arc<Shared>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    thread: Option<JoinHandle<Daemon<P>>>,
+    region: Region,
+    roots: [usize; 2],
+    next_tag: AtomicU32,
+    cfg: HostConfig,
+    name: String,
+}
+
+impl<P: Platform + Send + 'static> std::fmt::Debug for HostKernel<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostKernel({})", self.name)
+    }
+}
+
+fn to_request(sqe: Sqe) -> Request {
+    // SAFETY: `Request` is `#[repr(transparent)]` over `Sqe` (redox-scheme 0.12), and the kernel
+    // hands requests to schemes as exactly these bytes (`Socket::read_requests` reads them into
+    // `Request`s); any bit pattern of `Sqe` is a valid value.
+    unsafe { core::mem::transmute::<Sqe, Request>(sqe) }
+}
+
+fn to_cqe(r: Response) -> Cqe {
+    // SAFETY: `Response` is `#[repr(transparent)]` over `Cqe`; the kernel reads responses as
+    // these bytes (`Socket::write_response` writes them). Consuming the response here is the
+    // "written exactly once" of redox-scheme's contract.
+    unsafe { core::mem::transmute::<Response, Cqe>(r) }
+}
+
+fn result(c: &Cqe) -> Result<usize> {
+    Error::demux(c.result as usize)
+}
+
+impl<P: Platform + Send + 'static> HostKernel<P> {
+    /// Starts `daemon` on its own thread. `wake` must make the platform's
+    /// [`Platform::wait_interrupts`] return (it is called after every submission).
+    pub fn spawn(daemon: Daemon<P>, wake: Arc<dyn Fn() + Send + Sync>, cfg: HostConfig) -> Self
+    where
+        Daemon<P>: Send,
+    {
+        let region = daemon.nic().region().clone();
+        let name = daemon.nic().info().name.clone();
+        let mut server = Server::new(daemon);
+        let roots = [server.root(Which::Network), server.root(Which::Netmap)];
+        let shared = Arc::new(Shared::default());
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ptnetd {name}"))
+            .spawn(move || run(server, sh, cfg))
+            .expect("spawning the daemon thread");
+        Self {
+            shared,
+            wake,
+            thread: Some(thread),
+            region,
+            roots,
+            next_tag: AtomicU32::new(1),
+            cfg,
+            name,
+        }
+    }
+
+    /// Stops the daemon thread and returns the daemon (to shut the device down).
+    pub fn stop(mut self) -> Option<Daemon<P>> {
+        self.shared.stop.store(true, Ordering::Release);
+        (self.wake)();
+        self.thread.take()?.join().ok()
+    }
+
+    /// Counters as of the daemon's last loop.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The PCI name of the device.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Submits a raw request; `reply` gets its completion.
+    fn submit_sqe(&self, which: Which, sqe: Sqe, reply: Option<mpsc::Sender<Cqe>>) {
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).push((which, sqe, reply));
+        (self.wake)();
+    }
+
+    fn sqe(&self, opcode: Opcode, args: [u64; 6], uid: u32) -> Sqe {
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let mut args = args;
+        if !matches!(opcode, Opcode::Call) {
+            args[5] = uid as u64; // CallerCtx: uid in the low half, gid (0) in the high half
+        }
+        Sqe { opcode: opcode as u8, sqe_flags: SqeFlags::empty(), _rsvd: 0, tag, args, caller: 0 }
+    }
+
+    /// Submits a request and returns without waiting (for blocking reads a test cancels).
+    pub fn submit(&self, which: Which, opcode: Opcode, args: [u64; 6], uid: u32) -> Pending {
+        let sqe = self.sqe(opcode, args, uid);
+        let (tx, rx) = mpsc::channel();
+        let tag = sqe.tag;
+        self.submit_sqe(which, sqe, Some(tx));
+        Pending { tag, which, rx }
+    }
+
+    /// Waits for the reply of `p` (`ETIMEDOUT` after the configured reply timeout).
+    pub fn wait(&self, p: Pending) -> Result<usize> {
+        self.wait_for(p, self.cfg.reply_timeout)
+    }
+
+    /// Waits at most `t` for the reply of `p`.
+    pub fn wait_for(&self, p: Pending, t: Duration) -> Result<usize> {
+        match p.rx.recv_timeout(t) {
+            Ok(c) => result(&c),
+            Err(_) => Err(Error::new(ETIMEDOUT)),
+        }
+    }
+
+    /// The reply of `p` if it arrives within `t`; `None` if it is still pending.
+    pub fn still_pending(&self, p: &Pending, t: Duration) -> Option<Result<usize>> {
+        p.rx.recv_timeout(t).ok().map(|c| result(&c))
+    }
+
+    /// Cancels the request `p` (a signal interrupting a blocking call).
+    pub fn cancel(&self, p: &Pending) {
+        let sqe = Sqe {
+            opcode: Opcode::Cancel as u8,
+            sqe_flags: SqeFlags::ONEWAY,
+            _rsvd: 0,
+            tag: p.tag,
+            args: [0; 6],
+            caller: 0,
+        };
+        self.submit_sqe(p.which, sqe, None);
+    }
+
+    fn run_call(&self, which: Which, opcode: Opcode, args: [u64; 6], uid: u32) -> Result<usize> {
+        let p = self.submit(which, opcode, args, uid);
+        self.wait(p)
+    }
+
+    /// `openat(root of which, path, flags)` as user `uid`.
+    pub fn open(&self, which: Which, path: &str, flags: usize, uid: u32) -> Result<usize> {
+        self.openat(which, self.roots[which as usize], path, flags, uid)
+    }
+
+    /// `openat` relative to handle `dir`.
+    pub fn openat(
+        &self,
+        which: Which,
+        dir: usize,
+        path: &str,
+        flags: usize,
+        uid: u32,
+    ) -> Result<usize> {
+        let fcntl = flags & syscall::flag::O_FCNTL_MASK;
+        let args =
+            [dir as u64, path.as_ptr() as u64, path.len() as u64, flags as u64, fcntl as u64, 0];
+        self.run_call(which, Opcode::OpenAt, args, uid)
+    }
+
+    /// `read` with the handle's fcntl `flags` (e.g. `O_NONBLOCK`).
+    pub fn read(
+        &self,
+        which: Which,
+        fd: usize,
+        buf: &mut [u8],
+        offset: u64,
+        flags: usize,
+    ) -> Result<usize> {
+        let p = self.read_async(which, fd, buf, offset, flags);
+        self.wait(p)
+    }
+
+    /// Starts a `read`; `buf` must stay untouched until the reply is taken.
+    pub fn read_async(
+        &self,
+        which: Which,
+        fd: usize,
+        buf: &mut [u8],
+        offset: u64,
+        flags: usize,
+    ) -> Pending {
+        let args = [fd as u64, buf.as_mut_ptr() as u64, buf.len() as u64, offset, flags as u64, 0];
+        self.submit(which, Opcode::Read, args, 0)
+    }
+
+    /// `write` with the handle's fcntl `flags`.
+    pub fn write(&self, which: Which, fd: usize, buf: &[u8], flags: usize) -> Result<usize> {
+        let args = [fd as u64, buf.as_ptr() as u64, buf.len() as u64, 0, flags as u64, 0];
+        self.run_call(which, Opcode::Write, args, 0)
+    }
+
+    /// `call(fd, payload, metadata)` (at most 3 metadata words, as on Redox).
+    pub fn call(
+        &self,
+        which: Which,
+        fd: usize,
+        payload: &mut [u8],
+        metadata: &[u64],
+    ) -> Result<usize> {
+        if metadata.len() > 3 {
+            return Err(Error::new(EINVAL));
+        }
+        let mut m = [0u64; 3];
+        m[..metadata.len()].copy_from_slice(metadata);
+        let args = [fd as u64, payload.as_mut_ptr() as u64, payload.len() as u64, m[0], m[1], m[2]];
+        self.run_call(which, Opcode::Call, args, 0)
+    }
+
+    /// `fevent(fd, flags)`: subscribes and returns the flags ready now.
+    pub fn fevent(&self, which: Which, fd: usize, flags: EventFlags) -> Result<EventFlags> {
+        let args = [fd as u64, flags.bits() as u64, 0, 0, 0, 0];
+        self.run_call(which, Opcode::Fevent, args, 0).map(EventFlags::from_bits_retain)
+    }
+
+    /// `fpath` into `buf`.
+    pub fn fpath(&self, which: Which, fd: usize, buf: &mut [u8]) -> Result<usize> {
+        let args = [fd as u64, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0];
+        self.run_call(which, Opcode::Fpath, args, 0)
+    }
+
+    /// `fstat`.
+    pub fn fstat(&self, which: Which, fd: usize) -> Result<Stat> {
+        let mut st = Stat::default();
+        let p = &mut st as *mut Stat;
+        let args = [fd as u64, p as u64, size_of::<Stat>() as u64, 0, 0, 0];
+        self.run_call(which, Opcode::Fstat, args, 0).map(|_| st)
+    }
+
+    /// `fsync`.
+    pub fn fsync(&self, which: Which, fd: usize) -> Result<usize> {
+        self.run_call(which, Opcode::Fsync, [fd as u64, 0, 0, 0, 0, 0], 0)
+    }
+
+    /// `fsize`.
+    pub fn fsize(&self, which: Which, fd: usize) -> Result<usize> {
+        self.run_call(which, Opcode::Fsize, [fd as u64, 0, 0, 0, 0, 0], 0)
+    }
+
+    /// `mmap(fd, offset, len, flags)`: the daemon's `mmap_prep` answer, as the mapping the
+    /// kernel would install (here: the same pages, one address space).
+    pub fn mmap(
+        &self,
+        which: Which,
+        fd: usize,
+        offset: u64,
+        len: usize,
+        flags: MapFlags,
+    ) -> Result<Region> {
+        let args = [fd as u64, len as u64, flags.bits() as u64, offset, 0, 0];
+        let addr = self.run_call(which, Opcode::MmapPrep, args, 0)?;
+        let off = addr.checked_sub(self.region.addr()).ok_or(Error::new(EINVAL))?;
+        self.region.sub(off, len).map_err(|_| Error::new(EINVAL))
+    }
+
+    /// Closes handle `fd` (the last descriptor goes away, or its process died).
+    pub fn close(&self, which: Which, fd: usize) {
+        let mut sqe = self.sqe(Opcode::CloseMsg, [fd as u64, 0, 0, 0, 0, 0], 0);
+        sqe.sqe_flags = SqeFlags::ONEWAY;
+        self.submit_sqe(which, sqe, None);
+    }
+
+    /// Waits until an event in `mask` is posted for `fd` (or `timeout`); takes and returns the
+    /// posted flags in `mask` (empty on timeout).
+    pub fn wait_event(
+        &self,
+        which: Which,
+        fd: usize,
+        mask: EventFlags,
+        timeout: Duration,
+    ) -> EventFlags {
+        let end = Instant::now() + timeout;
+        let mut ev = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let e = ev.entry((which, fd)).or_default();
+            let got = *e & mask.bits();
+            if got != 0 {
+                *e &= !got;
+                return EventFlags::from_bits_retain(got);
+            }
+            let now = Instant::now();
+            if now >= end {
+                return EventFlags::empty();
+            }
+            ev = self
+                .shared
+                .event_cv
+                .wait_timeout(ev, end - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl<P: Platform + Send + 'static> Drop for HostKernel<P> {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.shared.stop.store(true, Ordering::Release);
+            (self.wake)();
+            let _ = t.join();
+        }
+    }
+}
+
+/// The daemon thread: takes the submitted requests, runs them through the server, ends the batch
+/// (interrupts, parked requests, events), delivers the replies, then sleeps on the platform's
+/// interrupt wait until a submission, an interrupt or the polling deadline.
+fn run<P: Platform>(mut server: Server<P>, sh: Arc<Shared>, cfg: HostConfig) -> Daemon<P> {
+    let mut replies: HashMap<(Which, u32), mpsc::Sender<Cqe>> = HashMap::new();
+    let mut out = Vec::new();
+    let mut last_poll = Instant::now();
+    let mut loops = 0u64;
+    loop {
+        let batch = std::mem::take(&mut *sh.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        for (which, sqe, reply) in batch {
+            if let Some(r) = reply {
+                replies.insert((which, sqe.tag), r);
+            }
+            server.request(which, to_request(sqe), &mut out);
+        }
+        let poll = cfg.poll.is_some_and(|p| last_poll.elapsed() >= p);
+        if poll {
+            last_poll = Instant::now();
+        }
+        server.tick(poll, &mut out);
+        loops += 1;
+        {
+            let d = server.daemon();
+            let mut s = sh.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            s.scheme = d.stats();
+            s.rings = (0..d.nic().num_rings()).filter_map(|i| d.nic().stats(i)).collect();
+            s.parked = server.parked();
+            s.loops = loops;
+        }
+        // After the snapshot: a client that got its reply sees counters that include it.
+        deliver(&sh, &mut replies, &mut out);
+        if sh.stop.load(Ordering::Acquire) {
+            return server.into_daemon();
+        }
+        let t = cfg.poll.unwrap_or(Duration::from_secs(3600));
+        server.daemon().platform().wait_interrupts(t);
+    }
+}
+
+fn deliver(
+    sh: &Shared,
+    replies: &mut HashMap<(Which, u32), mpsc::Sender<Cqe>>,
+    out: &mut Vec<(Which, Response)>,
+) {
+    let mut posted = false;
+    for (which, r) in out.drain(..) {
+        let c = to_cqe(r);
+        if CqeOpcode::try_from_raw(c.flags & 7) == Some(CqeOpcode::SendFevent) {
+            let mut ev = sh.events.lock().unwrap_or_else(|e| e.into_inner());
+            *ev.entry((which, c.result as usize)).or_default() |= c.tag as usize;
+            posted = true;
+        } else if let Some(tx) = replies.remove(&(which, c.tag)) {
+            let _ = tx.send(c);
+        }
+    }
+    if posted {
+        sh.event_cv.notify_all();
+    }
+}

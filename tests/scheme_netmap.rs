@@ -1,0 +1,359 @@
+//! The `netmap` scheme (scheme-spec `netmap.md`) through redox-scheme's dispatch and the
+//! in-process transport, with the polling fallback off, and the client library on top.
+
+mod skit;
+
+use ptnetd::abi::nmscheme::{NmInfo, INFO_LEN, OP_INFO, OP_TXSYNC};
+use ptnetd::client::host::HostOs;
+use ptnetd::client::{ClientError, EventFlags, NetmapPort};
+use ptnetd::nm::Slot;
+use ptnetd::scheme::Owner;
+use skit::*;
+use syscall::error::*;
+use syscall::flag::{MapFlags, O_NONBLOCK, O_RDWR};
+
+fn errno<T: std::fmt::Debug>(r: syscall::error::Result<T>) -> i32 {
+    r.expect_err("expected an error").errno
+}
+
+type Os<'a> = HostOs<'a, ptnetd::platform::sim::SimPlatform>;
+type Port<'a> = NetmapPort<'a, Os<'a>>;
+
+/// The operating system of VM `v` as its clients see it.
+fn os(v: &Vm1) -> Os<'_> {
+    HostOs::new(vec![&v.k])
+}
+
+fn port<'a>(os: &'a Os<'a>, path: &str) -> Port<'a> {
+    let name = os_name(os);
+    NetmapPort::open(os, &name, path).unwrap()
+}
+
+fn os_name(os: &Os<'_>) -> String {
+    // Each test VM has one NIC; its name is what the client puts in the scheme path.
+    format!("{os:?}").split("HostKernel(").nth(1).unwrap().split(')').next().unwrap().to_string()
+}
+
+/// M2, M5.1: binding paths, privileges, EBUSY, release on close.
+#[test]
+fn open_binds_rings_exclusively() {
+    let (a, _b) = pair(2, 64, 2048);
+    assert_eq!(errno(a.k.open(NM, "0", O_RDWR, 1000)), EACCES);
+    for bad in ["2", "01", "x", "0/X", "all/T/R", "-0"] {
+        assert_eq!(errno(a.k.open(NM, bad, O_RDWR, 0)), EINVAL, "{bad:?}");
+    }
+    let h0 = a.k.open(NM, "0", O_RDWR, 0).unwrap();
+    assert_eq!(errno(a.k.open(NM, "0", O_RDWR, 0)), EBUSY);
+    assert_eq!(errno(a.k.open(NM, "all", O_RDWR, 0)), EBUSY, "all or none");
+    assert_eq!(errno(a.k.open(NM, "0/R", O_RDWR, 0)), EBUSY);
+    let h1t = a.k.open(NM, "1/T", O_RDWR, 0).unwrap();
+    let h1r = a.k.open(NM, "1/R", O_RDWR, 0).unwrap();
+    a.k.close(NM, h0);
+    let again = a.k.open(NM, "0", O_RDWR, 0).unwrap();
+    assert_ne!(again, h0);
+    a.k.close(NM, again);
+    a.k.close(NM, h1t);
+    a.k.close(NM, h1r);
+    let all = a.k.open(NM, "", O_RDWR, 0).unwrap();
+    let mut b = [0u8; INFO_LEN];
+    a.k.call(NM, all, &mut b, &[OP_INFO]).unwrap();
+    let i = NmInfo::decode(&b).unwrap();
+    assert_eq!((i.first_tx, i.last_tx, i.first_rx, i.last_rx), (0, 2, 0, 2));
+    assert_eq!(errno(a.k.open(NM, "root", O_RDWR, 0)), EINVAL);
+    assert_eq!(
+        errno(a.k.openat(NM, all, "0", O_RDWR, 0)),
+        EACCES,
+        "openat relative to a bound handle"
+    );
+}
+
+/// M3, M3.1, M4, M7: INFO, bad calls, mmap rules, other operations.
+#[test]
+fn info_calls_and_mmap() {
+    let (a, _b) = pair(2, 128, 2048);
+    let h = a.k.open(NM, "1", O_RDWR, 0).unwrap();
+    let mut b = [0u8; 80];
+    assert_eq!(a.k.call(NM, h, &mut b, &[OP_INFO]).unwrap(), INFO_LEN);
+    let i = NmInfo::decode(&b).unwrap();
+    let st = a.k.fstat(NM, h).unwrap();
+    assert_eq!(st.st_size, i.mem_size);
+    assert_eq!((i.version, i.tx_rings, i.rx_rings, i.tx_slots, i.rx_slots), (1, 2, 2, 128, 128));
+    assert_eq!((i.first_tx, i.last_tx, i.first_rx, i.last_rx), (1, 2, 1, 2));
+    assert_eq!(i.buf_size, 2048);
+    assert_eq!(errno(a.k.call(NM, h, &mut [0u8; 63], &[OP_INFO])), EINVAL, "short payload");
+    assert_eq!(errno(a.k.call(NM, h, &mut [], &[99])), EINVAL, "unknown op");
+    assert_eq!(errno(a.k.call(NM, h, &mut [], &[])), EINVAL, "no op");
+    assert_eq!(errno(a.k.read(NM, h, &mut [0u8; 8], 0, 0)), EOPNOTSUPP);
+    assert_eq!(errno(a.k.write(NM, h, &[0u8; 60], 0)), EOPNOTSUPP);
+    let sh = MapFlags::MAP_SHARED;
+    assert_eq!(errno(a.k.mmap(NM, h, 1, 4096, sh)), EINVAL, "unaligned offset");
+    assert_eq!(errno(a.k.mmap(NM, h, 0, i.mem_size as usize + 1, sh)), EINVAL, "beyond the region");
+    assert_eq!(errno(a.k.mmap(NM, h, 0, 0, sh)), EINVAL, "empty");
+    assert_eq!(errno(a.k.mmap(NM, h, 0, 4096, MapFlags::MAP_PRIVATE)), EINVAL, "private");
+    let r = a.k.mmap(NM, h, 4096, 4096, sh).unwrap();
+    assert_eq!(r.len(), 4096);
+    let mut p = [0u8; 128];
+    let n = a.k.fpath(NM, h, &mut p).unwrap();
+    assert!(std::str::from_utf8(&p[..n]).unwrap().ends_with("_ptnet/1"));
+    assert_eq!(errno(a.k.call(NM, 424242, &mut [], &[OP_TXSYNC])), EBADF);
+}
+
+/// Zero-copy both ways between two VMs' netmap schemes, event-driven (no polling): every frame
+/// arrives once, in order, intact.
+#[test]
+fn zero_copy_frames_between_two_vms() {
+    let (a, b) = pair(1, 256, 2048);
+    let (oa, ob) = (os(&a), os(&b));
+    let mut tx = port(&oa, "0/T");
+    let mut rx = port(&ob, "0/R");
+    let total = 5000u64;
+    let (mut sent, mut got) = (0u64, 0u64);
+    let mut buf = vec![0u8; 2048];
+    let t0 = std::time::Instant::now();
+    while got < total {
+        assert!(t0.elapsed() < T, "stalled at {got} of {total}");
+        tx.txsync().unwrap(); // reclaim what the host completed, then fill
+        let ring = tx.tx_ring(0).unwrap();
+        while sent < total {
+            let len = 60 + (sent as usize * 37) % 1400;
+            if !ring.push(&frame(1, 2, sent, len)).unwrap() {
+                break;
+            }
+            sent += 1;
+        }
+        tx.txsync().unwrap();
+        rx.rxsync().unwrap();
+        let r = rx.rx_ring(0).unwrap();
+        let mut any = false;
+        while let Some(n) = r.pop(&mut buf).unwrap() {
+            let len = 60 + (got as usize * 37) % 1400;
+            assert_eq!(&buf[..n], &frame(1, 2, got, len)[..], "frame {got}");
+            got += 1;
+            any = true;
+        }
+        if !any && got < total && sent == got {
+            let ev = tx.wait(EventFlags::EVENT_WRITE, T).unwrap();
+            assert_eq!(ev, EventFlags::EVENT_WRITE, "woken by the TX interrupt, not a timeout");
+        } else if !any && got < total {
+            rx.rxsync().unwrap(); // release, then wait for the host (interrupt-driven)
+            if rx.rx_ring(0).unwrap().space() == 0 {
+                let ev = rx.wait(EventFlags::EVENT_READ, T).unwrap();
+                assert_eq!(ev, EventFlags::EVENT_READ, "woken by the interrupt, not a timeout");
+            }
+        }
+    }
+    assert_eq!((sent, got), (total, total));
+    let s = b.k.snapshot().scheme;
+    assert!(s.syncs > 0 && s.bad_syncs == 0, "{s:?}");
+}
+
+/// M3.2 step 4: a client's bad head/cur or slots are refused, its ring is reinitialised from the
+/// daemon's copy, and it can go on afterwards.
+#[test]
+fn bad_client_values_reinitialise_only_that_ring() {
+    let (a, b) = pair(1, 64, 2048);
+    let oa = os(&a);
+    let p = port(&oa, "0/T");
+    let r = p.tx_ring(0).unwrap();
+    let (h0, t0) = (r.head(), r.tail());
+    // Head out of range.
+    r.set_head_cur(64, 64);
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)));
+    assert_eq!((r.head(), r.cur(), r.tail()), (h0, h0, t0), "reinitialised from the trusted copy");
+    // Head behind rhead (moves backwards) / cur before head.
+    r.set_head_cur(5, 3);
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)));
+    // A slot with a buffer index outside the pool, then one too long.
+    let s = r.slot(h0).unwrap();
+    r.set_slot(h0, Slot { buf_idx: 1, len: 60, flags: 0 }).unwrap();
+    r.set_head_cur(r.next(h0), r.next(h0));
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)));
+    r.set_slot(h0, Slot { buf_idx: s.buf_idx, len: 4000, flags: 0 }).unwrap();
+    r.set_head_cur(r.next(h0), r.next(h0));
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)));
+    // A chain handed over without its end.
+    r.set_slot(h0, Slot { buf_idx: s.buf_idx, len: 60, flags: ptnetd::abi::netmap::NS_MOREFRAG })
+        .unwrap();
+    r.set_head_cur(r.next(h0), r.next(h0));
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)));
+    assert_eq!(a.k.snapshot().scheme.bad_syncs, 5);
+    // Nothing reached the host: the peer has received nothing.
+    let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
+    assert_eq!(errno(b.k.read(NET, db, &mut [0u8; 64], 0, O_NONBLOCK)), EAGAIN);
+    // A good frame afterwards goes through.
+    r.set_slot(h0, Slot { buf_idx: s.buf_idx, len: 60, flags: 0 }).unwrap();
+    assert!(r.push(&frame(1, 2, 9, 60)).unwrap());
+    p.txsync().unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(b.k.read(NET, db, &mut buf, 0, 0).unwrap(), 60);
+    assert_eq!(buf[..60], frame(1, 2, 9, 60)[..]);
+}
+
+/// M5: the stack keeps the rings no client holds; rings come back on close; frames in flight at
+/// a switch are delivered once (pending RX frames go to the client, then back to the stack).
+#[test]
+fn ownership_and_mode_switch_account_for_every_frame() {
+    let (a, b) = pair(2, 64, 2048);
+    let (oa, ob) = (os(&a), os(&b));
+    let da = a.k.open(NET, "", O_RDWR, 0).unwrap();
+    let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
+    // A's stack writes 10 frames; they wait unread in B's RX ring 0.
+    for k in 0..10 {
+        a.k.write(NET, da, &frame(1, 2, k, 100), 0).unwrap();
+    }
+    // B's zero-copy client takes RX ring 0: the 10 pending frames are its first frames.
+    let mut c = port(&ob, "0/R");
+    assert_eq!(b.k.snapshot().scheme.frames_read, 0);
+    let mut buf = vec![0u8; 2048];
+    let mut got = Vec::new();
+    let t0 = std::time::Instant::now();
+    while got.len() < 4 {
+        assert!(t0.elapsed() < T);
+        c.rxsync().unwrap();
+        let r = c.rx_ring(0).unwrap();
+        if let Some(n) = r.pop(&mut buf).unwrap() {
+            got.push(buf[..n].to_vec());
+        } else {
+            assert_eq!(c.wait(EventFlags::EVENT_READ, T).unwrap(), EventFlags::EVENT_READ);
+        }
+    }
+    c.rxsync().unwrap(); // releases the 4 frames it consumed
+                         // While the client holds ring 0 on B and a client holds TX ring 0 on A, the stack moves
+                         // frames over ring 1.
+    let holder = port(&oa, "0/T");
+    assert_eq!(a.k.snapshot().scheme.frames_written, 10);
+    a.k.write(NET, da, &frame(1, 2, 100, 100), 0).unwrap();
+    let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
+    assert_eq!(&buf[..n], &frame(1, 2, 100, 100)[..], "ring 1 serves the stack");
+    drop(holder);
+    // The client goes away with 6 frames unread: the stack reads them, once each.
+    drop(c);
+    for k in 4..10 {
+        let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
+        got.push(buf[..n].to_vec());
+        assert_eq!(got.last().unwrap(), &frame(1, 2, k, 100), "frame {k}");
+    }
+    for (k, f) in got.iter().enumerate().take(4) {
+        assert_eq!(f, &frame(1, 2, k as u64, 100));
+    }
+    assert_eq!(errno(b.k.read(NET, db, &mut buf, 0, O_NONBLOCK)), EAGAIN, "none twice");
+    for i in 0..4 {
+        assert_eq!(b.k_owner(i), Owner::Stack);
+    }
+}
+
+trait OwnerOf {
+    fn k_owner(&self, i: u32) -> Owner;
+}
+
+impl OwnerOf for Vm1 {
+    fn k_owner(&self, i: u32) -> Owner {
+        // Ownership is visible through behaviour: a ring held by a client refuses a new bind.
+        let tx = i < 2;
+        let path = format!("{}/{}", i % 2, if tx { "T" } else { "R" });
+        match self.k.open(NM, &path, O_RDWR, 0) {
+            Ok(h) => {
+                self.k.close(NM, h);
+                Owner::Stack
+            }
+            Err(_) => Owner::Client(0),
+        }
+    }
+}
+
+/// M6: EVENT_READ is posted when a frame arrives at an idle client (no polling).
+#[test]
+fn readiness_events_wake_a_waiting_client() {
+    let (a, b) = pair(1, 64, 2048);
+    let (oa, ob) = (os(&a), os(&b));
+    let mut c = port(&ob, "0/R");
+    assert_eq!(
+        c.wait(EventFlags::EVENT_READ, std::time::Duration::from_millis(30)).unwrap(),
+        EventFlags::empty()
+    );
+    let da = a.k.open(NET, "", O_RDWR, 0).unwrap();
+    a.k.write(NET, da, &frame(1, 2, 1, 80), 0).unwrap();
+    assert_eq!(c.wait(EventFlags::EVENT_READ, T).unwrap(), EventFlags::EVENT_READ);
+    c.rxsync().unwrap();
+    let mut buf = [0u8; 128];
+    assert_eq!(c.rx_ring(0).unwrap().pop(&mut buf).unwrap(), Some(80));
+    let t = port(&oa, "0/T");
+    let mut t = t;
+    assert_eq!(t.wait(EventFlags::EVENT_WRITE, T).unwrap(), EventFlags::EVENT_WRITE);
+}
+
+/// A client that scribbles garbage over its own ring between syncs while another client and the
+/// stack move verified frames: only its own syncs fail.
+#[test]
+fn a_garbage_writing_client_disturbs_no_one_else() {
+    let (a, b) = pair(2, 128, 2048);
+    let (oa, ob) = (os(&a), os(&b));
+    let bad = port(&oa, "1/T");
+    let mut good_tx = port(&oa, "0/T");
+    let da = a.k.open(NET, "", O_RDWR, 0).unwrap(); // the stack: A's TX rings are all held...
+    assert_eq!(errno(a.k.write(NET, da, &frame(1, 2, 0, 60), 0)), ENETDOWN, "no TX ring left");
+    let mut good_rx = port(&ob, "0/R");
+    let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap(); // B's stack owns RX ring 1
+    let br = bad.tx_ring(1).unwrap();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut sent, mut got, mut refused) = (0u64, 0u64, 0u64);
+    let total = 2000;
+    let mut buf = vec![0u8; 2048];
+    let t0 = std::time::Instant::now();
+    while got < total {
+        assert!(t0.elapsed() < T, "stalled at {got}");
+        for _ in 0..4 {
+            let x = next();
+            match x % 3 {
+                0 => br.set_head_cur(x as u32 >> 8, (x >> 40) as u32),
+                1 => br
+                    .set_slot(
+                        (x >> 8) as u32 % 128,
+                        Slot {
+                            buf_idx: (x >> 20) as u32,
+                            len: (x >> 50) as u16,
+                            flags: (x >> 4) as u16,
+                        },
+                    )
+                    .unwrap(),
+                _ => br.set_head_cur(br.head().wrapping_add(1 + (x >> 9) as u32 % 200), br.head()),
+            }
+            if bad.txsync().is_err() {
+                refused += 1;
+            }
+        }
+        good_tx.txsync().unwrap(); // reclaim what the host completed, then fill
+        let r = good_tx.tx_ring(0).unwrap();
+        while sent < total && r.push(&frame(1, 2, sent, 64)).unwrap() {
+            sent += 1;
+        }
+        good_tx.txsync().unwrap();
+        good_rx.rxsync().unwrap();
+        let rr = good_rx.rx_ring(0).unwrap();
+        while let Some(n) = rr.pop(&mut buf).unwrap() {
+            assert_eq!(&buf[..n], &frame(1, 2, got, 64)[..], "frame {got}");
+            got += 1;
+        }
+        if got < total && sent == got {
+            // Nothing in flight: the sender waits for the host to complete its TX slots.
+            let ev = good_tx.wait(EventFlags::EVENT_WRITE, T).unwrap();
+            assert_eq!(ev, EventFlags::EVENT_WRITE, "woken by the TX interrupt, not a timeout");
+        } else if got < total {
+            good_rx.rxsync().unwrap();
+            let ev = good_rx.wait(EventFlags::EVENT_READ, T).unwrap();
+            assert_eq!(ev, EventFlags::EVENT_READ, "woken by the interrupt, not a timeout: sent {sent} got {got} tx space {} rx space {}", good_tx.tx_ring(0).unwrap().space(), good_rx.rx_ring(0).unwrap().space());
+        }
+    }
+    assert!(refused > 0);
+    // Whatever the bad client's ring carried to B's stack ring 1 is frames or nothing: B's
+    // stack still answers, and never with garbage lengths beyond a frame.
+    while let Ok(n) = b.k.read(NET, db, &mut buf, 0, O_NONBLOCK) {
+        assert!(n <= 2048);
+    }
+}

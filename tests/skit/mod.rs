@@ -1,0 +1,102 @@
+//! Shared helpers of the scheme tests: two VMs on a netmap pipe (or a port alone), each with
+//! the driver, a daemon serving both schemes and the in-process transport in front of it.
+#![allow(dead_code, unused_imports)]
+
+use ptnetd::driver::{DriverConfig, Ptnet};
+use ptnetd::model::memory::{MemConfig, NetmapMemory};
+use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
+use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
+use ptnetd::model::vm::{PciFunction, Vm};
+use ptnetd::platform::sim::SimPlatform;
+use ptnetd::scheme::host::{HostConfig, HostKernel};
+use ptnetd::scheme::Daemon;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ptnetd::scheme::Which::{Netmap as NM, Network as NET};
+
+/// How long any wait in these tests may take before the test fails.
+pub const T: Duration = Duration::from_secs(20);
+
+pub struct Vm1 {
+    pub vm: Arc<Vm>,
+    pub dev: Arc<PtnetDevice>,
+    pub k: HostKernel<SimPlatform>,
+}
+
+/// Protocol tests run with the polling fallback off: a lost wake-up fails them.
+pub fn no_poll() -> HostConfig {
+    HostConfig { poll: None, reply_timeout: T }
+}
+
+pub fn pipe_ports(rings: u32, slots: u32, buf_size: u32) -> (Arc<NmPort>, Arc<NmPort>) {
+    let mut cfg = MemConfig::for_ports(2, 2 * rings, slots, 64);
+    cfg.buf_size = buf_size;
+    let mem = Arc::new(NetmapMemory::new(11, cfg).unwrap());
+    let a = NmPort::new(mem.clone(), &PortSpec::new("pipe{s", rings, slots)).unwrap();
+    let b = NmPort::new(mem, &PortSpec::new("pipe}s", rings, slots)).unwrap();
+    PipeEnd::connect(&a, &b).unwrap();
+    (a, b)
+}
+
+pub fn mac(n: u8) -> [u8; 6] {
+    [0x52, 0x54, 0x00, 0x12, 0x34, n]
+}
+
+pub fn vm_on(port: &Arc<NmPort>, n: u8, drv: DriverConfig, host: HostConfig) -> Vm1 {
+    let vm = Vm::new(64).unwrap();
+    let cfg = PtnetConfig { mac: Some(mac(n)), ..PtnetConfig::default() };
+    let dev = vm.add_ptnet(Netdev::passthrough(port.clone()), cfg).unwrap();
+    let slot = vm
+        .functions()
+        .iter()
+        .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, &dev)))
+        .map(|(s, _)| *s)
+        .unwrap();
+    let mut plat = SimPlatform::new(vm.clone(), slot);
+    let nic = Ptnet::attach(&mut plat, drv).unwrap();
+    let irq = vm.irq().clone();
+    let k = HostKernel::spawn(Daemon::new(plat, nic), Arc::new(move || irq.wake()), host);
+    Vm1 { vm, dev, k }
+}
+
+/// Two VMs joined by a pipe of `rings` ring pairs of `slots` slots and `buf_size`-byte buffers.
+pub fn pair(rings: u32, slots: u32, buf_size: u32) -> (Vm1, Vm1) {
+    let (a, b) = pipe_ports(rings, slots, buf_size);
+    (
+        vm_on(&a, 1, DriverConfig::default(), no_poll()),
+        vm_on(&b, 2, DriverConfig::default(), no_poll()),
+    )
+}
+
+/// An Ethernet frame from VM `src` to VM `dst` carrying `seq`, `len` bytes long.
+pub fn frame(src: u8, dst: u8, seq: u64, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&mac(dst));
+    f[6..12].copy_from_slice(&mac(src));
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    if len >= 22 {
+        f[14..22].copy_from_slice(&seq.to_be_bytes());
+    }
+    for (i, b) in f.iter_mut().enumerate().skip(22) {
+        *b = (seq as usize * 31 + i) as u8;
+    }
+    f
+}
+
+/// A port with its own memory region (`mem_id`), for a switch.
+pub fn lone_port(mem_id: u16, rings: u32, slots: u32) -> Arc<NmPort> {
+    let mem =
+        Arc::new(NetmapMemory::new(mem_id, MemConfig::for_ports(1, 2 * rings, slots, 64)).unwrap());
+    NmPort::new(mem, &PortSpec::new("p", rings, slots)).unwrap()
+}
+
+/// Two VMs on a VALE-like switch; `vnet` negotiates the 12-byte virtio-net header on both.
+pub fn switch_pair(vnet: bool) -> (Vm1, Vm1, Arc<ptnetd::model::switch::Switch>) {
+    let sw = ptnetd::model::switch::Switch::new("vale-s");
+    let (p1, p2) = (lone_port(21, 1, 256), lone_port(22, 1, 256));
+    sw.attach_port(&p1);
+    sw.attach_port(&p2);
+    let drv = DriverConfig { vnet_hdr: vnet, ..DriverConfig::default() };
+    (vm_on(&p1, 1, drv, no_poll()), vm_on(&p2, 2, drv, no_poll()), sw)
+}
