@@ -71,7 +71,7 @@ fn a_million_mixed_frames_across_the_switch() {
                 break;
             }
             frame.clear();
-            frame.extend(make_udp_frame(B, A, sent, len));
+            frame.extend(make_frame(B, A, sent, len));
             if !g1.put_tx(0, &frame) {
                 put_failed = true;
                 break;
@@ -84,7 +84,7 @@ fn a_million_mixed_frames_across_the_switch() {
         g2.rxsync(0);
         let mut got_any = false;
         while let Some(f) = g2.get_rx(0) {
-            let seq = check_udp_frame(&f).unwrap_or_else(|| panic!("corrupt frame after {recv}"));
+            let seq = check_frame(&f).unwrap_or_else(|| panic!("corrupt frame after {recv}"));
             assert_eq!(seq, recv, "lost, duplicated or reordered");
             assert_eq!(f.len(), size_of_seq(seq));
             in_flight -= f.len().div_ceil(2048);
