@@ -124,7 +124,7 @@ pub fn write(f: &mut Vec<u8>, dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) 
     f[start + CSUM..start + CSUM + 4].copy_from_slice(&c.to_be_bytes());
 }
 
-/// [`write`] into a new vector, without virtio-net header.
+/// [`write()`] into a new vector, without virtio-net header.
 pub fn build(dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -> Vec<u8> {
     let mut f = Vec::with_capacity(len.clamp(MIN_LEN, MAX_LEN));
     write(&mut f, dst, src, seq, len);

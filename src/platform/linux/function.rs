@@ -210,7 +210,7 @@ impl PciFunction for LinuxFunction {
     }
 }
 
-/// Offset of the MSI-X capability (id 0x11), found with [`cfg::msix`]'s bounded walk.
+/// Offset of the MSI-X capability (id 0x11), found with [`crate::platform::cfg::msix`]'s bounded walk.
 pub fn msix_capability<F: PciFunction>(f: &F) -> Option<u16> {
     crate::platform::cfg::msix(f).map(|m| m.offset)
 }

@@ -278,7 +278,7 @@ fn huge_page_mapping(page: usize) -> Result<Mapping, PlatformError> {
 
 /// Sets `vm.compact_unevictable_allowed` to 0 if it is 1, so that compaction does not migrate
 /// `mlock`ed DMA pages behind the device's back. Returns `true` if the setting now forbids it.
-/// A system-wide change: [`LinuxPlatform::new`] makes it, tests do not.
+/// A system-wide change: [`super::LinuxPlatform::new`] makes it, tests do not.
 pub fn keep_locked_pages_in_place() -> bool {
     match std::fs::read_to_string(COMPACT_UNEVICTABLE) {
         Ok(v) if v.trim() == "0" => true,
