@@ -14,7 +14,7 @@ use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{NmPort, PipeEnd, PortSpec, Reflector};
 use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
 use ptnetd::model::script::{Guest, Opts};
-use ptnetd::model::vm::{PciFunction, Vm};
+use ptnetd::model::vm::Vm;
 use ptnetd::platform::sim::SimPlatform;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,12 +28,7 @@ struct Nic {
 fn vm_for(port: &Arc<NmPort>) -> (Arc<Vm>, Arc<PtnetDevice>, u8) {
     let vm = Vm::new(64).expect("vm");
     let dev = vm.add_ptnet(Netdev::passthrough(port.clone()), PtnetConfig::default()).expect("dev");
-    let slot = vm
-        .functions()
-        .iter()
-        .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, &dev)))
-        .map(|(s, _)| *s)
-        .expect("slot");
+    let slot = vm.slot_of(&dev).expect("slot");
     (vm, dev, slot)
 }
 

@@ -17,7 +17,7 @@
 //! with [`Ptnet::txsync`], reads RX slots `[head, tail)` in place and releases them with
 //! [`Ptnet::rxsync`]. No copy path, no intermediate buffers on the TX side.
 //!
-//! Frames ([`make_frame`], [`check_frame`]) carry a sequence number, their length and a checksum;
+//! Frames are the project's test frames ([`crate::frame`]: UDP, sequence number, checksum);
 //! their sizes ([`frame_len`]) are mixed, and every eighth frame is longer than a buffer so it
 //! spans several slots chained with `NS_MOREFRAG`. At most half the RX ring's slots are in
 //! flight, so a reflector that drops when its RX ring is full loses nothing. The run ends when
@@ -30,6 +30,7 @@
 
 use crate::abi::netmap::{FIRST_BUF_IDX, NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use crate::driver::{DriverError, Ptnet};
+use crate::frame::{self, Check, PEER_MAC};
 use crate::nm::Slot;
 use crate::platform::Platform;
 use crate::ring;
@@ -37,32 +38,14 @@ use crate::shm::{Region, ShmError};
 use core::fmt;
 use std::time::Duration;
 
-/// Ethertype of test frames (IEEE 802 local experimental).
-pub const ETHERTYPE: u16 = 0x88b5;
-/// Destination of the test frames: the MAC address of ptnet-host's reflect endpoint
-/// (locally administered; the host source sends from 02:00:00:00:ff:01).
-pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x02];
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-/// Marks a test frame right after the Ethernet header.
-pub const MAGIC: [u8; 4] = *b"PtSt";
-/// Ethernet header, magic, sequence number, length and checksum.
-pub const HEADER_LEN: usize = 34;
 /// Shortest frame (Ethernet minimum without FCS).
-pub const MIN_FRAME_LEN: usize = 60;
+pub const MIN_FRAME_LEN: usize = frame::MIN_LEN;
 /// Longest frame (a jumbo frame).
 pub const MAX_FRAME_LEN: usize = 9000;
 /// Most frames one run may send (the duplicate detector keeps one bit per frame).
 pub const MAX_FRAMES: u64 = 100_000_000;
 /// How many bad frames are described individually at debug level.
 const LOG_LIMIT: u64 = 10;
-
-const SEQ: usize = 18;
-const LEN: usize = 26;
-const CSUM: usize = 30;
 
 /// Errors that stop a run early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,102 +187,20 @@ pub fn frame_len(seq: u64, max_len: usize, buf_size: usize) -> usize {
     }
 }
 
-/// Folds `b` eight bytes at a time into `h` (xor, multiply, xorshift: every bit counts). Also
-/// the payload checksum of the model demo's frames.
-pub fn fold(mut h: u64, b: &[u8]) -> u64 {
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 29;
+/// Checks a received frame (virtio-net header stripped) as [`frame::check`] does, and also
+/// that its length is the one [`frame_len`] gives its sequence number.
+pub fn check_frame(f: &[u8], max_len: usize, buf_size: usize) -> Check {
+    match frame::check(f) {
+        Check::Ok(seq) if f.len() != frame_len(seq, max_len, buf_size) => Check::Corrupt,
+        c => c,
     }
-    let mut w = [0u8; 8];
-    w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h ^ u64::from_le_bytes(w) ^ b.len() as u64).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 32)
 }
 
-/// Checksum of a test frame: ethertype, magic, sequence number and length, then the payload
-/// (MAC addresses are left out: a reflector may rewrite them).
-fn checksum(f: &[u8]) -> u32 {
-    let h = fold(0x243f_6a88_85a3_08d3, &f[12..CSUM]);
-    fold(h, &f[HEADER_LEN..]) as u32
-}
-
-/// Builds test frame `seq` of `len` bytes (clamped to 60..=9000) into `f`, after `hdr_len`
-/// zero bytes (a virtio-net header asking for no offload): Ethernet header to `dst` from `src`,
-/// ethertype [`ETHERTYPE`], [`MAGIC`], sequence number (u64 BE), length (u32 BE), checksum
-/// (u32 BE), then payload words derived from `seq`.
-pub fn make_frame(
-    f: &mut Vec<u8>,
-    hdr_len: usize,
-    dst: [u8; 6],
-    src: [u8; 6],
-    seq: u64,
-    len: usize,
-) {
-    let len = len.clamp(MIN_FRAME_LEN, MAX_FRAME_LEN);
-    f.clear();
-    f.resize(hdr_len, 0);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ETHERTYPE.to_be_bytes());
-    f.extend_from_slice(&MAGIC);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&(len as u32).to_be_bytes());
-    f.extend_from_slice(&[0; 4]);
-    let body = hdr_len + HEADER_LEN;
-    f.resize(hdr_len + len, 0);
-    for (i, c) in f[body..].chunks_mut(8).enumerate() {
-        let i = i as u64;
-        let w = (seq ^ (i << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i;
-        c.copy_from_slice(&w.to_le_bytes()[..c.len()]);
-    }
-    let c = checksum(&f[hdr_len..]);
-    f[hdr_len + CSUM..hdr_len + CSUM + 4].copy_from_slice(&c.to_be_bytes());
-}
-
-/// What a received frame (virtio-net header already stripped) is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameCheck {
-    /// An intact test frame with this sequence number.
-    Ok(u64),
-    /// A test frame (ethertype and magic match) that is damaged.
-    Corrupt,
-    /// Not a test frame.
-    Foreign,
-}
-
-/// Checks a received frame: ethertype and magic identify a test frame; it is intact if its
-/// length field matches its length, its checksum matches and the length is the one
-/// [`frame_len`] gives its sequence number.
-pub fn check_frame(f: &[u8], max_len: usize, buf_size: usize) -> FrameCheck {
-    if f.len() < HEADER_LEN || f[12..14] != ETHERTYPE.to_be_bytes() || f[14..18] != MAGIC {
-        return FrameCheck::Foreign;
-    }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&f[SEQ..SEQ + 8]);
-    let seq = u64::from_be_bytes(seq);
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&f[LEN..LEN + 4]);
-    let len = u32::from_be_bytes(w) as usize;
-    w.copy_from_slice(&f[CSUM..CSUM + 4]);
-    let csum = u32::from_be_bytes(w);
-    if len != f.len() || csum != checksum(f) || len != frame_len(seq, max_len, buf_size) {
-        return FrameCheck::Corrupt;
-    }
-    FrameCheck::Ok(seq)
-}
-
-/// `true` if the frame (virtio-net header stripped) is a test frame (ethertype and magic) whose
-/// destination or source is `mac`: one this NIC sent, reflected as it was or with the
-/// addresses swapped. Its integrity is [`check_frame`]'s business.
+/// `true` if the frame (virtio-net header stripped) is a test frame whose destination or
+/// source is `mac`: one this NIC sent, reflected as it was or with the addresses swapped. Its
+/// integrity is [`check_frame`]'s business.
 pub fn is_ours(f: &[u8], mac: [u8; 6]) -> bool {
-    f.len() >= HEADER_LEN
-        && f[12..14] == ETHERTYPE.to_be_bytes()
-        && f[14..18] == MAGIC
-        && (f[..6] == mac || f[6..12] == mac)
+    frame::is_test_frame(f) && (f[..6] == mac || f[6..12] == mac)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -417,7 +318,9 @@ impl Run {
                 no_space = true;
                 break;
             }
-            make_frame(&mut self.tx_buf, g.hdr_len, PEER_MAC, g.mac, seq, len);
+            self.tx_buf.clear();
+            self.tx_buf.resize(g.hdr_len, 0); // a virtio-net header asking for no offload
+            frame::write(&mut self.tx_buf, PEER_MAC, g.mac, seq, len);
             let mut h = head;
             for (k, chunk) in self.tx_buf.chunks(g.buf_size).enumerate() {
                 let s = view.slot(h);
@@ -489,19 +392,19 @@ impl Run {
     fn account(&mut self, bad_slot: bool, slots: u32) {
         let hl = self.g.hdr_len;
         let check = match self.rx_buf.get(hl..) {
-            _ if bad_slot => FrameCheck::Corrupt,
-            Some(body) if !is_ours(body, self.g.mac) => FrameCheck::Foreign,
+            _ if bad_slot => Check::Corrupt,
+            Some(body) if !is_ours(body, self.g.mac) => Check::Foreign,
             Some(body) => check_frame(body, self.g.max_len, self.g.buf_size),
-            None => FrameCheck::Foreign,
+            None => Check::Foreign,
         };
-        if check == FrameCheck::Foreign {
+        if check == Check::Foreign {
             self.rep.foreign += 1;
             return;
         }
         self.rep.received += 1;
         self.in_flight = self.in_flight.saturating_sub(slots);
         let seq = match check {
-            FrameCheck::Ok(seq) if seq < self.n => seq,
+            Check::Ok(seq) if seq < self.n => seq,
             _ => {
                 self.rep.corrupt += 1;
                 self.note(format_args!("corrupt frame of {} bytes", self.rx_buf.len()));
@@ -596,54 +499,31 @@ mod tests {
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
     #[test]
-    fn frames_round_trip_and_damage_is_caught() {
-        let mut f = Vec::new();
+    fn frames_of_the_wrong_length_are_corrupt() {
         for seq in 0..2000u64 {
             let len = frame_len(seq, 9000, 2048);
             assert!((60..=9000).contains(&len), "{seq}: {len}");
             assert_eq!(len > 2048, seq % 8 == 3, "every eighth frame spans several slots");
-            make_frame(&mut f, 0, PEER_MAC, MAC, seq, len);
-            assert_eq!(f.len(), len);
-            assert_eq!((&f[..6], &f[6..12]), (&PEER_MAC[..], &MAC[..]));
-            assert_eq!(check_frame(&f, 9000, 2048), FrameCheck::Ok(seq));
+            let f = frame::build(PEER_MAC, MAC, seq, len);
+            assert_eq!(check_frame(&f, 9000, 2048), Check::Ok(seq));
         }
-        make_frame(&mut f, 12, PEER_MAC, MAC, 7, frame_len(7, 9000, 2048));
-        assert!(f[..12].iter().all(|&b| b == 0), "virtio-net header: no offload");
-        assert_eq!(check_frame(&f[12..], 9000, 2048), FrameCheck::Ok(7));
-        let good = f[12..].to_vec();
-        for at in [0, 6, 18, 26, 30, 34, 100, good.len() - 1] {
-            let mut bad = good.clone();
-            bad[at] ^= 0x10;
-            let expect = if at < 12 { FrameCheck::Ok(7) } else { FrameCheck::Corrupt };
-            assert_eq!(check_frame(&bad, 9000, 2048), expect, "byte {at} flipped");
-        }
-        assert_eq!(check_frame(&good[..good.len() - 1], 9000, 2048), FrameCheck::Corrupt);
-        let mut other = good.clone();
-        other[12] = 0x08;
-        assert_eq!(check_frame(&other, 9000, 2048), FrameCheck::Foreign);
-        other = good.clone();
-        other[14] = b'X';
-        assert_eq!(check_frame(&other, 9000, 2048), FrameCheck::Foreign);
-        assert_eq!(check_frame(&good[..20], 9000, 2048), FrameCheck::Foreign);
-    }
-
-    #[test]
-    fn peer_mac_text() {
-        assert_eq!(mac_string(PEER_MAC), "02:00:00:00:ff:02");
+        let mut f = frame::build(PEER_MAC, MAC, 7, frame_len(7, 9000, 2048) + 1);
+        assert_eq!(frame::check(&f), Check::Ok(7), "intact, but not the length of frame 7");
+        assert_eq!(check_frame(&f, 9000, 2048), Check::Corrupt);
+        f.truncate(20);
+        assert_eq!(check_frame(&f, 9000, 2048), Check::Foreign);
     }
 
     #[test]
     fn our_frames_are_to_or_from_our_mac() {
-        let mut f = Vec::new();
-        make_frame(&mut f, 0, PEER_MAC, MAC, 5, 100);
+        let f = frame::build(PEER_MAC, MAC, 5, 100);
         assert!(is_ours(&f, MAC), "as sent (a reflector port returns it unchanged)");
         let mut swapped = f.clone();
         swapped[..6].copy_from_slice(&MAC);
         swapped[6..12].copy_from_slice(&PEER_MAC);
         assert!(is_ours(&swapped, MAC), "addresses swapped by a reflect endpoint");
-        assert_eq!(check_frame(&swapped, 9000, 2048), check_frame(&f, 9000, 2048));
         let other_vm = [2, 0, 0, 0, 0, 9];
-        make_frame(&mut f, 0, PEER_MAC, other_vm, 5, 100);
+        let f = frame::build(PEER_MAC, other_vm, 5, 100);
         assert!(!is_ours(&f, MAC), "another VM's test frame, flooded before learning");
         let mut bcast = vec![0xff; 6];
         bcast.extend_from_slice(&MAC);

@@ -10,7 +10,7 @@ use ptnetd::driver::{DriverConfig, DriverError, Ptnet};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
 use ptnetd::model::ptnet::{Access, Netdev, PtnetConfig, PtnetDevice};
-use ptnetd::model::vm::{PciFunction, Vm};
+use ptnetd::model::vm::Vm;
 use ptnetd::nm::Slot;
 use ptnetd::platform::sim::SimPlatform;
 use ptnetd::ring;
@@ -29,12 +29,7 @@ fn nic(port: &Arc<NmPort>, cfg: DriverConfig, trace: bool) -> Nic {
     if trace {
         dev.start_trace();
     }
-    let slot = vm
-        .functions()
-        .iter()
-        .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, &dev)))
-        .unwrap()
-        .0;
+    let slot = vm.slot_of(&dev).unwrap();
     let mut plat = SimPlatform::new(vm, slot);
     let drv = Ptnet::attach(&mut plat, cfg).unwrap();
     Nic { plat, drv, dev }

@@ -50,21 +50,21 @@ fn source_and_sink_on_a_port() {
     let (vm, dev, port) = vm_with_port(1, 256);
     let sink = Sink::new(0);
     sink.attach_to_port(&port);
-    sink.set_verifier(Box::new(|f| check_udp_frame(f).is_some()));
+    sink.set_verifier(Box::new(|f| check_frame(f).is_some()));
     let mut g = Guest::attach(&vm, &dev, &Opts::default());
     assert_eq!(g.create(), 0);
     let src = Source::start(
         SourceTarget::Port { port: port.clone(), space: sink.space.clone() },
-        Box::new(|seq, buf| buf.extend(make_udp_frame(A, B, seq, 60 + (seq as usize % 3000)))),
+        Box::new(|seq, buf| buf.extend(make_frame(A, B, seq, 60 + (seq as usize % 3000)))),
         Some(5000),
         0,
     );
     let got = recv_n(&mut g, 0, 5000);
     for (i, f) in got.iter().enumerate() {
-        assert_eq!(check_udp_frame(f), Some(i as u64), "in order, intact");
+        assert_eq!(check_frame(f), Some(i as u64), "in order, intact");
     }
     assert_eq!(src.stop(), 5000);
-    let frames: Vec<_> = (0..3000).map(|s| make_udp_frame(B, A, s, 60 + s as usize)).collect();
+    let frames: Vec<_> = (0..3000).map(|s| make_frame(B, A, s, 60 + s as usize)).collect();
     send_all(&mut g, 0, &frames);
     let t0 = std::time::Instant::now();
     while sink.frames.load(Ordering::Relaxed) < 3000 && t0.elapsed() < T {

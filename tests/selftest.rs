@@ -4,15 +4,16 @@
 //! lost; a backend that damages frames fails with them counted as corrupt.
 
 use ptnetd::driver::{DriverConfig, Ptnet};
+use ptnetd::frame::PEER_MAC;
 use ptnetd::model::apps::{udp_frames, Reflect, ReflectConfig, Sink, Source, SourceTarget};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{HostRing, NmPort, PortError, PortSpec, Reflector, TxBackend};
 use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
 use ptnetd::model::switch::Switch;
-use ptnetd::model::vm::{PciFunction, Vm};
+use ptnetd::model::vm::Vm;
 use ptnetd::platform::sim::SimPlatform;
 use ptnetd::ring;
-use ptnetd::selftest::{self, SelftestReport, MAX_FRAMES, PEER_MAC};
+use ptnetd::selftest::{self, SelftestReport, MAX_FRAMES};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,12 +40,7 @@ fn new_port(mem_id: u16, rings: u32, slots: u32) -> Arc<NmPort> {
 fn nic_on(port: Arc<NmPort>, cfg: DriverConfig) -> Nic {
     let vm = Vm::new(64).unwrap();
     let dev = vm.add_ptnet(Netdev::passthrough(port.clone()), PtnetConfig::default()).unwrap();
-    let slot = vm
-        .functions()
-        .iter()
-        .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, &dev)))
-        .map(|(s, _)| *s)
-        .unwrap();
+    let slot = vm.slot_of(&dev).unwrap();
     let mut plat = SimPlatform::new(vm, slot);
     let drv = Ptnet::attach(&mut plat, cfg).unwrap();
     Nic { plat, drv, port, dev }
@@ -128,13 +124,11 @@ fn passes_on_a_switch_with_a_reflect_endpoint_among_foreign_frames() {
     let host = sw.attach(sink.clone());
     let reflect = Reflect::attach(&sw, ReflectConfig::new(PEER_MAC)).unwrap();
     let mut udp = udp_frames([0x02, 0, 0, 0, 0xff, 0x01], [0xff; 6], 60);
-    let mut tmp = Vec::new();
     let gen = Box::new(move |seq: u64, buf: &mut Vec<u8>| {
         if seq.is_multiple_of(2) {
             udp(seq, buf);
         } else {
-            selftest::make_frame(&mut tmp, 0, [0xff; 6], OTHER, seq, 100 + seq as usize % 1400);
-            buf.extend_from_slice(&tmp);
+            ptnetd::frame::write(buf, [0xff; 6], OTHER, seq, 100 + seq as usize % 1400);
         }
     });
     let target = SourceTarget::Switch { sw: sw.clone(), no: host, hdr_len: 0 };

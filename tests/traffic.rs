@@ -16,6 +16,7 @@ macro_rules! report {
 
 use common::*;
 use ptnetd::abi::csb::NAF_FORCE_RECLAIM;
+use ptnetd::app::demo::frame_len;
 use ptnetd::model::pcap::{tshark_verify, PcapTap, PcapTapError};
 use ptnetd::model::switch::Switch;
 use std::sync::atomic::Ordering;
@@ -26,15 +27,6 @@ const A: [u8; 6] = [0x02, 0, 0, 0, 1, 0xa];
 const B: [u8; 6] = [0x02, 0, 0, 0, 1, 0xb];
 
 /// Frame size of sequence number `s`: mostly 60..1514, one in 16 a jumbo up to 9000.
-fn size_of_seq(s: u64) -> usize {
-    let h = s.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
-    if h.is_multiple_of(16) {
-        1515 + (h as usize >> 4) % (9000 - 1515 + 1)
-    } else {
-        60 + (h as usize >> 4) % (1514 - 60 + 1)
-    }
-}
-
 fn frames_wanted() -> u64 {
     std::env::var("PTNET_TRAFFIC_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
 }
@@ -65,13 +57,13 @@ fn a_million_mixed_frames_across_the_switch() {
     while recv < total {
         let mut put_failed = false;
         while sent < total {
-            let len = size_of_seq(sent);
+            let len = frame_len(sent);
             let slots = len.div_ceil(2048);
             if in_flight + slots > budget {
                 break;
             }
             frame.clear();
-            frame.extend(make_udp_frame(B, A, sent, len));
+            frame.extend(make_frame(B, A, sent, len));
             if !g1.put_tx(0, &frame) {
                 put_failed = true;
                 break;
@@ -84,9 +76,9 @@ fn a_million_mixed_frames_across_the_switch() {
         g2.rxsync(0);
         let mut got_any = false;
         while let Some(f) = g2.get_rx(0) {
-            let seq = check_udp_frame(&f).unwrap_or_else(|| panic!("corrupt frame after {recv}"));
+            let seq = check_frame(&f).unwrap_or_else(|| panic!("corrupt frame after {recv}"));
             assert_eq!(seq, recv, "lost, duplicated or reordered");
-            assert_eq!(f.len(), size_of_seq(seq));
+            assert_eq!(f.len(), frame_len(seq));
             in_flight -= f.len().div_ceil(2048);
             bytes += f.len() as u64;
             recv += 1;

@@ -1,5 +1,5 @@
 //! `ptnet-host`: serves netmap ptnet NICs (and their memdevs) to QEMU VMs over vfio-user.
-//! See `ptnet-host --help` and [`ptnetd::model::vfio`].
+//! See `ptnet-host --help` ([`ptnetd::app::cli::PtnetHostArgs`]) and [`ptnetd::model::vfio`].
 //!
 //! Exit status: 0 after SIGINT/SIGTERM (sockets removed), 1 when the host cannot start, 2 on a
 //! command-line error.
@@ -18,28 +18,14 @@ fn main() {
 
 #[cfg(not(target_os = "redox"))]
 mod host {
-    use ptnetd::model::vfio::cli::{self, Command};
+    use ptnetd::app::cli::PtnetHostArgs;
     use ptnetd::model::vfio::Host;
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
 
     pub fn main() -> i32 {
-        let cfg = match cli::parse(std::env::args_os().skip(1)) {
-            Ok(Command::Help) => {
-                print!("{}", cli::help());
-                return 0;
-            }
-            Ok(Command::Run(cfg)) => cfg,
-            Err(e) => {
-                eprintln!("ptnet-host: {e}\ntry 'ptnet-host --help'");
-                return 2;
-            }
-        };
+        let cfg = PtnetHostArgs::from_env().config();
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-        if let Err(e) = cfg.validate() {
-            eprintln!("ptnet-host: {e}\ntry 'ptnet-host --help'");
-            return 2;
-        }
         // Registered before any thread exists; the handler only writes to a pipe.
         let mut signals = match Signals::new([SIGINT, SIGTERM]) {
             Ok(s) => s,

@@ -231,34 +231,10 @@ impl Drop for Source {
     }
 }
 
-/// A generator of well-formed Ethernet/IPv4/UDP frames of `size` bytes (≥ 60) carrying the
-/// sequence number in the first 8 payload bytes.
+/// A generator of the project's test frames ([`crate::frame`]: well-formed Ethernet/IPv4/UDP
+/// with a sequence number and a checksum) of `size` bytes (at least 60).
 pub fn udp_frames(src: [u8; 6], dst: [u8; 6], size: usize) -> FrameGen {
-    Box::new(move |seq, buf| {
-        let size = size.max(60);
-        let start = buf.len();
-        buf.extend_from_slice(&dst);
-        buf.extend_from_slice(&src);
-        buf.extend_from_slice(&[0x08, 0x00]);
-        let ip_len = (size - 14) as u16;
-        let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        let c = super::offload::internet_checksum(&ip, 0);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        buf.extend_from_slice(&ip);
-        let udp_len = ip_len - 20;
-        buf.extend_from_slice(&[0x04, 0xd2, 0x16, 0x2e]);
-        buf.extend_from_slice(&udp_len.to_be_bytes());
-        buf.extend_from_slice(&[0, 0]); // no UDP checksum (allowed on IPv4)
-        buf.extend_from_slice(&seq.to_be_bytes());
-        let k = start + size - buf.len();
-        buf.extend((0..k).map(|i| (seq as usize + i) as u8));
-    })
+    Box::new(move |seq, buf| crate::frame::write(buf, dst, src, seq, size))
 }
 
 // ------------------------------------------------------------------------------------------

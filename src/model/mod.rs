@@ -1,5 +1,9 @@
 //! The emulated ptnet hypervisor (device model), faithful to `../shared/spec/ptnet.md`.
 //!
+//! The host side: it uses only the layers both sides share (`abi`, `shm`, `ring`, `csb`, `nm`,
+//! `frame`) and never the guest's (`driver`, `selftest`, `platform`) nor the applications above
+//! (`app`); `tests/layers.rs` fails if a file here does.
+//!
 //! | module | holds |
 //! |---|---|
 //! | [`pci`] | config space, BARs, MSI-X capability and table (§1, §2, §9) |
@@ -15,7 +19,6 @@
 //! | [`pcap`] | a pcap tap |
 //! | [`vm`] | guest RAM (vm-memory), interrupt controller, PCI bus |
 //! | [`script`] | a minimal guest: raw registers and CSB/ring memory (§6, §8.2–8.4) |
-//! | [`demo`] | the main job until the driver exists: verified VM-to-VM traffic |
 //! | [`vfio`] | the functions as vfio-user devices for QEMU, and the `ptnet-host` server |
 //!
 //! Readings of \[inferred\]/\[uncertain\] spec items are written down in each module's doc:
@@ -25,7 +28,6 @@
 //! packets), `switch` (drops on a full destination).
 
 pub mod apps;
-pub mod demo;
 pub mod hostile;
 pub mod kloop;
 pub mod memdev;

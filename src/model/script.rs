@@ -4,8 +4,8 @@
 //! and raw CSB and netmap ring memory, following the bring-up of spec §6 and the sync procedures
 //! of §8.2 (txsync), §8.3 (rxsync) and §8.4 (interrupts and kicks). It is deliberately plain: no
 //! driver code is reused, so the conformance tests (`tests/conformance.rs`, `tests/traffic.rs`)
-//! check the model against the spec and not against our own driver, and the main job
-//! ([`super::demo`]) has a guest on each side of the switch. The real driver is separate.
+//! check the model against the spec and not against our own driver. The real driver is
+//! separate (`crate::driver`), and the model never uses it.
 //!
 //! ## Shape
 //!
@@ -15,8 +15,8 @@
 //!   [`Guest::try_bring_up`] (both, non-zero status as an error), [`Guest::try_shutdown`] (§11).
 //! * [`Guest::try_txsync`], [`Guest::try_rxsync`], [`Guest::try_put_tx`], [`Guest::try_get_rx`]
 //!   (or [`Guest::try_get_rx_into`]), [`Guest::try_poll_until`]: the data path.
-//! * [`make_frame`]/[`check_frame`], [`make_udp_frame`]/[`check_udp_frame`]: self-checking
-//!   frames with a sequence number and an FNV checksum.
+//!
+//! Frames are the project's self-checking test frames ([`crate::frame`]).
 //!
 //! ## Errors
 //!
@@ -27,8 +27,6 @@
 //! What the guest itself publishes is not validated, so tests can publish bad indices on purpose.
 
 use super::memory::{MemConfig, MemError, NetmapMemory};
-use super::offload::internet_checksum;
-use super::pcap::PcapTapError;
 use super::pci::{MSIX_CAP_OFFSET, MSIX_CTRL_ENABLE};
 use super::port::{NmPort, PortError, PortSpec};
 use super::ptnet::{Netdev, PtnetConfig, PtnetDevice};
@@ -139,12 +137,6 @@ pub enum ScriptError {
     Mem(MemError),
     /// The port could not be created.
     Port(PortError),
-    /// The pcap tap failed.
-    Pcap(PcapTapError),
-    /// The driver core failed (the demo drives the real driver).
-    Driver(crate::driver::DriverError),
-    /// The driver's copy path failed.
-    Copy(crate::driver::copy::CopyError),
 }
 
 impl fmt::Display for ScriptError {
@@ -179,9 +171,6 @@ impl fmt::Display for ScriptError {
             Self::View(e) => write!(f, "netmap view: {e}"),
             Self::Mem(e) => write!(f, "netmap memory: {e}"),
             Self::Port(e) => write!(f, "port: {e}"),
-            Self::Pcap(e) => write!(f, "pcap: {e}"),
-            Self::Driver(e) => write!(f, "driver: {e}"),
-            Self::Copy(e) => write!(f, "driver: {e}"),
         }
     }
 }
@@ -194,7 +183,6 @@ impl std::error::Error for ScriptError {
             Self::View(e) => Some(e),
             Self::Mem(e) => Some(e),
             Self::Port(e) => Some(e),
-            Self::Pcap(e) => Some(e),
             _ => None,
         }
     }
@@ -227,24 +215,6 @@ impl From<MemError> for ScriptError {
 impl From<PortError> for ScriptError {
     fn from(e: PortError) -> Self {
         Self::Port(e)
-    }
-}
-
-impl From<crate::driver::DriverError> for ScriptError {
-    fn from(e: crate::driver::DriverError) -> Self {
-        Self::Driver(e)
-    }
-}
-
-impl From<crate::driver::copy::CopyError> for ScriptError {
-    fn from(e: crate::driver::copy::CopyError) -> Self {
-        Self::Copy(e)
-    }
-}
-
-impl From<PcapTapError> for ScriptError {
-    fn from(e: PcapTapError) -> Self {
-        Self::Pcap(e)
     }
 }
 
@@ -331,12 +301,8 @@ pub fn try_find(
     vm: &Arc<Vm>,
     dev: &Arc<PtnetDevice>,
 ) -> Result<(PciFunction, PciFunction), ScriptError> {
+    let (slot, nic) = vm.ptnet_function(dev).ok_or(ScriptError::NoNic)?;
     let fs = vm.functions();
-    let (slot, nic) = fs
-        .iter()
-        .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, dev)))
-        .cloned()
-        .ok_or(ScriptError::NoNic)?;
     let vendor = nic.config_read(0, 2) as u16;
     let device = nic.config_read(2, 2) as u16;
     let class = nic.config_read(0x0b, 1) as u8;
@@ -836,131 +802,9 @@ pub fn try_vm_with_named_port(
     Ok((vm, dev, port))
 }
 
-/// Fills `f` up to `len` bytes with the xorshift stream seeded by `seq`.
-fn fill_pattern(f: &mut Vec<u8>, seq: u64, len: usize) {
-    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while f.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        f.push(x as u8);
-    }
-}
-
-/// Deterministic test frame of `len` bytes (at least 60): Ethernet header (ethertype 0x88b5,
-/// local experimental) + 8-byte sequence + 4-byte FNV checksum + filler.
-pub fn make_frame(dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -> Vec<u8> {
-    let len = len.max(60);
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&[0; 4]);
-    fill_pattern(&mut f, seq, len);
-    let c = fnv(&f[26..]) ^ (len as u32);
-    f[22..26].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
-/// Checks a frame made by [`make_frame`]; returns its sequence number.
-pub fn check_frame(f: &[u8]) -> Option<u64> {
-    if f.len() < 60 || f[12..14] != [0x88, 0xb5] {
-        return None;
-    }
-    let seq = u64::from_be_bytes(f[14..22].try_into().ok()?);
-    let c = u32::from_be_bytes(f[22..26].try_into().ok()?);
-    (fnv(&f[26..]) ^ f.len() as u32 == c).then_some(seq)
-}
-
-/// 32-bit FNV-1a.
-fn fnv(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| (h ^ x as u32).wrapping_mul(0x0100_0193))
-}
-
-/// Appends the Ethernet/IPv4/UDP headers of a `len`-byte frame (`len` in 60..=9014) from
-/// 10.0.0.1 to 10.0.0.2's discard port: correct IPv4 header checksum and lengths, IP ID = low 16
-/// bits of `seq`, UDP checksum 0 (allowed on IPv4).
-pub(crate) fn push_udp_headers(f: &mut Vec<u8>, dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) {
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let ip_len = (len - 14) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    let c = internet_checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0, 9, 0, 9]);
-    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-}
-
-/// `true` if `f` is an IPv4/UDP frame of at least 60 bytes whose IPv4 total length matches the
-/// frame and whose IPv4 header checksum is correct.
-pub(crate) fn udp_headers_ok(f: &[u8]) -> bool {
-    f.len() >= 60
-        && f[12..14] == [0x08, 0x00]
-        && f[23] == 17
-        && u16::from_be_bytes([f[16], f[17]]) as usize == f.len() - 14
-        && internet_checksum(&f[14..34], 0) == 0
-}
-
-/// A well-formed Ethernet/IPv4/UDP frame of `len` bytes (clamped to 60..=9014) from 10.0.0.1
-/// to 10.0.0.2's discard port, with the sequence number and an FNV checksum of the rest of the
-/// payload at the start of the UDP payload. Correct IPv4 header checksum and lengths, UDP
-/// checksum 0 (allowed on IPv4).
-pub fn make_udp_frame(dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -> Vec<u8> {
-    let len = len.clamp(60, 9014);
-    let mut f = Vec::with_capacity(len);
-    push_udp_headers(&mut f, dst, src, seq, len);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&[0; 4]);
-    fill_pattern(&mut f, seq, len);
-    let c = fnv(&f[54..]) ^ len as u32;
-    f[50..54].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
-/// Checks a frame made by [`make_udp_frame`]; returns its sequence number.
-pub fn check_udp_frame(f: &[u8]) -> Option<u64> {
-    if !udp_headers_ok(f) {
-        return None;
-    }
-    let seq = u64::from_be_bytes(f[42..50].try_into().ok()?);
-    let c = u32::from_be_bytes(f[50..54].try_into().ok()?);
-    (fnv(&f[54..]) ^ f.len() as u32 == c).then_some(seq)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_round_trip_and_detect_corruption() {
-        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        for (seq, len) in [(0u64, 10usize), (7, 60), (9, 1514), (123_456, 9000)] {
-            let f = make_frame(b, a, seq, len);
-            assert_eq!(f.len(), len.max(60));
-            assert_eq!(check_frame(&f), Some(seq));
-            let u = make_udp_frame(b, a, seq, len);
-            assert_eq!(u.len(), len.clamp(60, 9014));
-            assert_eq!(check_udp_frame(&u), Some(seq));
-            let mut bad = u.clone();
-            let last = bad.len() - 1;
-            bad[last] ^= 1;
-            assert_eq!(check_udp_frame(&bad), None);
-            assert_eq!(check_udp_frame(&u[..59]), None);
-            assert_eq!(check_frame(&u), None, "a udp frame is not a raw test frame");
-        }
-    }
 
     #[test]
     fn errors_instead_of_panics() {

@@ -179,6 +179,7 @@ pub struct Vm {
     ram_size: u64,
     irq: Arc<InterruptController>,
     functions: Mutex<Vec<(u8, PciFunction)>>,
+    first_slot: u8,
     dma_next: Mutex<u64>,
 }
 
@@ -192,8 +193,15 @@ impl fmt::Debug for Vm {
 const DMA_BASE: u64 = 1 << 20;
 
 impl Vm {
-    /// A VM with `ram_mib` MiB of RAM at guest-physical 0.
+    /// A VM with `ram_mib` MiB of RAM at guest-physical 0; functions from slot 3 on (QEMU's
+    /// first free slot on a q35 or pc machine).
     pub fn new(ram_mib: u64) -> Result<Arc<Self>, VmError> {
+        Self::with_first_slot(ram_mib, 3)
+    }
+
+    /// [`Vm::new`] with the functions from slot `first` on (VMs of one run told apart by their
+    /// PCI addresses).
+    pub fn with_first_slot(ram_mib: u64, first: u8) -> Result<Arc<Self>, VmError> {
         let size = ram_mib << 20;
         let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
             .map_err(|e| VmError::Ram(e.to_string()))?;
@@ -202,6 +210,7 @@ impl Vm {
             ram_size: size,
             irq: Arc::new(InterruptController::default()),
             functions: Mutex::new(Vec::new()),
+            first_slot: first,
             dma_next: Mutex::new(DMA_BASE),
         }))
     }
@@ -228,10 +237,24 @@ impl Vm {
         self.lock().clone()
     }
 
-    /// Adds a function at the next free slot (starting at 3); returns the slot.
+    /// The slot of ptnet device `dev` on this VM's bus ("the PCI slot of this device").
+    pub fn slot_of(&self, dev: &Arc<PtnetDevice>) -> Option<u8> {
+        self.ptnet_function(dev).map(|(slot, _)| slot)
+    }
+
+    /// The slot and function of ptnet device `dev` on this VM's bus.
+    pub fn ptnet_function(&self, dev: &Arc<PtnetDevice>) -> Option<(u8, PciFunction)> {
+        self.lock()
+            .iter()
+            .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, dev)))
+            .cloned()
+    }
+
+    /// Adds a function at the next free slot (starting at the VM's first slot); returns the
+    /// slot.
     pub fn add_function(&self, f: PciFunction) -> u8 {
         let mut v = self.lock();
-        let slot = v.iter().map(|(s, _)| *s + 1).max().unwrap_or(3);
+        let slot = v.iter().map(|(s, _)| *s + 1).max().unwrap_or(self.first_slot);
         v.push((slot, f));
         slot
     }

@@ -7,6 +7,16 @@
 
 pub use ptnetd::model::script::*;
 
+/// A test frame ([`ptnetd::frame`]) of `len` bytes (at least 60).
+pub fn make_frame(dst: [u8; 6], src: [u8; 6], seq: u64, len: usize) -> Vec<u8> {
+    ptnetd::frame::build(dst, src, seq, len)
+}
+
+/// The sequence number of an intact test frame ([`ptnetd::frame::check`]).
+pub fn check_frame(f: &[u8]) -> Option<u64> {
+    ptnetd::frame::check(f).seq()
+}
+
 use ptnetd::model::ptnet::PtnetDevice;
 use ptnetd::model::vm::{PciFunction, Vm};
 use std::sync::Arc;

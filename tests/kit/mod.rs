@@ -7,7 +7,7 @@ use ptnetd::driver::{DriverConfig, DriverError, Ptnet};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
 use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
-use ptnetd::model::vm::{PciFunction, Vm};
+use ptnetd::model::vm::Vm;
 use ptnetd::platform::sim::SimPlatform;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,11 +23,7 @@ pub struct Nic {
 }
 
 pub fn slot_of(vm: &Arc<Vm>, dev: &Arc<PtnetDevice>) -> u8 {
-    vm.functions()
-        .iter()
-        .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, dev)))
-        .map(|(s, _)| *s)
-        .unwrap()
+    vm.slot_of(dev).unwrap()
 }
 
 pub fn vm_for(port: &Arc<NmPort>) -> (Arc<Vm>, Arc<PtnetDevice>) {

@@ -94,7 +94,7 @@ pub const SLOTS_RANGE: std::ops::RangeInclusive<u32> = 8..=16384;
 /// Source MAC of the host source endpoint.
 pub const SOURCE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
 /// MAC address of the host reflect endpoint: the guest self test's peer.
-pub const REFLECT_MAC: [u8; 6] = crate::selftest::PEER_MAC;
+pub const REFLECT_MAC: [u8; 6] = crate::frame::PEER_MAC;
 /// Length of the frames the source sends.
 pub const SOURCE_FRAME_LEN: usize = 60;
 /// Virtio-net header length of the host endpoint with `--vnet`.
@@ -307,7 +307,7 @@ impl Topology {
                         what: "spawning the reflect thread".into(),
                         err,
                     })?;
-                    let mac = crate::selftest::mac_string(REFLECT_MAC);
+                    let mac = crate::frame::mac_string(REFLECT_MAC);
                     log::info!("{}: reflect endpoint {mac} on port {}", sw.name(), r.port_no());
                     topo.reflect = Some(r);
                 }
@@ -378,7 +378,7 @@ impl Topology {
         }
         if let Some(r) = &self.reflect {
             r.stop();
-            let mac = crate::selftest::mac_string(r.config().mac);
+            let mac = crate::frame::mac_string(r.config().mac);
             log::info!("reflect {mac}: {}", r.stats.summary());
         }
         if let Some(sw) = &self.switch {
@@ -575,5 +575,5 @@ impl Topology {
 fn mac_string(dev: &PtnetDevice) -> String {
     let lo = dev.io_read(regs::MAC_LO, 4).to_be_bytes();
     let hi = dev.io_read(regs::MAC_HI, 4).to_be_bytes();
-    crate::selftest::mac_string([hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]])
+    crate::frame::mac_string([hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]])
 }

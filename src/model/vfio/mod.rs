@@ -9,7 +9,6 @@
 //! | [`dma`] | guest RAM from DMA-map messages (one shared mapping per message) |
 //! | [`irq`] | MSI-X vectors as eventfds: the [`MsiSink`] of a vfio-user ptnet device |
 //! | [`host`] | the topology (reflector, switch with host sink/source/reflect endpoints, pipe), one socket per function, serving threads |
-//! | [`cli`] | `ptnet-host`'s command line |
 //!
 //! How QEMU's vfio-user-pci uses a server (measured, `../shared/spec/qemu.md`): it reads the
 //! whole config space through the config region and emulates the BAR registers and the MSI-X
@@ -30,7 +29,6 @@
 //! [`MsiSink`]: crate::model::kloop::MsiSink
 
 pub mod backend;
-pub mod cli;
 pub mod dma;
 pub mod host;
 pub mod irq;

@@ -8,30 +8,31 @@
 //! ```
 //!
 //! Each VM gets one ptnet NIC (one TX and one RX ring of [`DemoConfig::slots`] slots) on a port
-//! of its own netmap region; both ports sit on one VALE-like [`Switch`]. Both NICs are brought up
-//! by the driver core ([`crate::driver::Ptnet`] on the [`crate::platform::sim`] platform, §6)
-//! and the frames go through its copy path (`send`/`recv`, §8.5). VM1 sends
-//! [`DemoConfig::frames`] well-formed UDP frames of mixed sizes ([`frame_len`]: mostly
-//! 60..=1514 bytes, one in 16 a jumbo of up to 9000 bytes spanning several slots with
-//! `NS_MOREFRAG`), each carrying its sequence number and a checksum; VM2 checks every one.
-//!
-//! The frames ([`make_demo_frame`]/[`check_demo_frame`]) have the headers of
-//! [`script::make_udp_frame`] but a payload built and checked eight bytes at a time: the
-//! byte-serial generator and FNV checksum of the test frames would take two thirds of the run
-//! and the report would measure them instead of the hypervisor.
+//! of its own netmap region; both ports sit on one VALE-like [`Switch`]. The two NICs differ as
+//! two NICs on one network must: VM1's is 52:54:00:12:34:56 at PCI 00:03.0, VM2's
+//! 52:54:00:12:34:57 at 00:04.0 (as `ptnet-host` numbers its VMs). Both are brought up by the
+//! driver core ([`Ptnet`] on the [`crate::platform::sim`] platform, §6), the only tie between
+//! this job's guests and the model. VM2 first announces itself with one broadcast frame; VM1
+//! takes its address from it (so the switch has learnt both when the traffic starts) and sends
+//! [`DemoConfig::frames`] test frames ([`crate::frame`]: UDP, sequence number, checksum) of
+//! mixed sizes ([`frame_len`]: mostly 60..=1514 bytes, one in 16 a jumbo of up to 9000 bytes
+//! spanning several slots with `NS_MOREFRAG`) through the copy path (`send`/`recv`, §8.5); VM2
+//! checks every one.
 //!
 //! A VALE switch drops frames when the destination ring is full, so the sender keeps at most
 //! about 30% of the RX ring in flight (the host's view of released RX slots lags the guest's by
-//! up to one burst). Any drop, loss, corruption or reordering shows up in the [`DemoReport`]; a
-//! run that makes no progress for [`DemoConfig::stall_timeout`] stops and reports what it got.
+//! up to one burst). Any drop, loss, corruption, reordering or flooding after the announcement
+//! shows up in the [`DemoReport`]; a run that makes no progress for
+//! [`DemoConfig::stall_timeout`] stops and reports what it got.
 
-use super::pcap::PcapTap;
-use super::ptnet::PtnetDevice;
-use super::script::{self, ScriptError};
-use super::switch::Switch;
-use super::vm::{PciFunction, Vm};
+use super::embedded::{own_port, vm_on_port, EmbeddedError, NicPlace};
 use crate::driver::copy::CopyError;
-use crate::driver::{DriverConfig, Ptnet};
+use crate::driver::{DriverConfig, DriverError, Ptnet};
+use crate::frame::{self, mac_string, Check};
+use crate::model::pcap::{PcapTap, PcapTapError};
+use crate::model::port::NmPort;
+use crate::model::ptnet::PtnetDevice;
+use crate::model::switch::Switch;
 use crate::platform::sim::SimPlatform;
 use core::fmt;
 use std::ops::RangeInclusive;
@@ -50,10 +51,10 @@ pub const SLOTS_RANGE: RangeInclusive<u32> = 32..=16384;
 /// Largest frame [`frame_len`] returns.
 pub const MAX_FRAME_LEN: usize = 9000;
 
-/// VM1's MAC address (the sender).
-const SRC: [u8; 6] = [0x02, 0, 0, 0, 1, 0xa];
-/// VM2's MAC address (the receiver).
-const DST: [u8; 6] = [0x02, 0, 0, 0, 1, 0xb];
+/// VM1's NIC (the sender): MAC address and PCI slot.
+pub const VM1: NicPlace = NicPlace { mac: Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]), slot: Some(3) };
+/// VM2's NIC (the receiver): MAC address and PCI slot.
+pub const VM2: NicPlace = NicPlace { mac: Some([0x52, 0x54, 0, 0x12, 0x34, 0x57]), slot: Some(4) };
 /// How many loss/corruption events are logged individually.
 const LOG_LIMIT: u64 = 10;
 
@@ -68,47 +69,81 @@ pub fn frame_len(seq: u64) -> usize {
     }
 }
 
-/// Appends the payload words of frame `seq` to `f` until it is `len` bytes long: word i is a
-/// multiplicative hash of (`seq`, i), so frames differ everywhere and no two words repeat.
-fn payload(f: &mut Vec<u8>, seq: u64, len: usize) {
-    let start = f.len().min(len);
-    f.resize(len, 0);
-    for (i, c) in f[start..].chunks_mut(8).enumerate() {
-        let i = i as u64;
-        let w = (seq ^ (i << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i;
-        c.copy_from_slice(&w.to_le_bytes()[..c.len()]);
-    }
-}
-
-/// The checksum of [`check_demo_frame`] over `b`: the self test's eight-bytes-at-a-time fold
-/// ([`crate::selftest::fold`]), so a change anywhere is caught.
-fn fold(b: &[u8]) -> u32 {
-    crate::selftest::fold(0x243f_6a88_85a3_08d3, b) as u32
-}
-
-/// Builds demo frame `seq` of `len` bytes (clamped to 60..=[`MAX_FRAME_LEN`]) into `f`: the
-/// Ethernet/IPv4/UDP headers of [`script::make_udp_frame`] from VM1 to VM2, then the sequence
-/// number, a checksum of the rest (xor the length) and the payload words.
-pub fn make_demo_frame(f: &mut Vec<u8>, seq: u64, len: usize) {
-    let len = len.clamp(60, MAX_FRAME_LEN);
-    f.clear();
-    script::push_udp_headers(f, DST, SRC, seq, len);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&[0; 4]);
-    payload(f, seq, len);
-    let c = fold(&f[54..]) ^ len as u32;
-    f[50..54].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Checks a frame made by [`make_demo_frame`] (IPv4 header checksum and lengths, payload
-/// checksum, length of its sequence number per [`frame_len`]); returns the sequence number.
+/// Checks a received frame: an intact test frame ([`frame::check`]) of the length
+/// [`frame_len`] gives its sequence number; returns the sequence number.
 pub fn check_demo_frame(f: &[u8]) -> Option<u64> {
-    if !script::udp_headers_ok(f) {
-        return None;
+    frame::check(f).seq().filter(|&seq| f.len() == frame_len(seq))
+}
+
+/// Errors that stop the main job.
+#[derive(Debug)]
+pub enum DemoError {
+    /// A setting is out of range.
+    BadConfig {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+    },
+    /// A model VM could not be built.
+    Testbed(EmbeddedError),
+    /// The pcap tap failed.
+    Pcap(PcapTapError),
+    /// The driver core failed.
+    Driver(DriverError),
+    /// The driver's copy path failed.
+    Copy(CopyError),
+    /// VM1 did not receive VM2's announcement within the stall timeout.
+    NoAnnouncement,
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadConfig { field, value } => write!(f, "{field} = {value} is out of range"),
+            Self::Testbed(e) => write!(f, "model vm: {e}"),
+            Self::Pcap(e) => write!(f, "pcap: {e}"),
+            Self::Driver(e) => write!(f, "driver: {e}"),
+            Self::Copy(e) => write!(f, "driver: {e}"),
+            Self::NoAnnouncement => write!(f, "vm1 never heard vm2's announcement"),
+        }
     }
-    let seq = u64::from_be_bytes(f[42..50].try_into().ok()?);
-    let c = u32::from_be_bytes(f[50..54].try_into().ok()?);
-    (fold(&f[54..]) ^ f.len() as u32 == c && f.len() == frame_len(seq)).then_some(seq)
+}
+
+impl std::error::Error for DemoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Testbed(e) => Some(e),
+            Self::Pcap(e) => Some(e),
+            Self::Driver(e) => Some(e),
+            Self::Copy(e) => Some(e),
+            Self::BadConfig { .. } | Self::NoAnnouncement => None,
+        }
+    }
+}
+
+impl From<EmbeddedError> for DemoError {
+    fn from(e: EmbeddedError) -> Self {
+        Self::Testbed(e)
+    }
+}
+
+impl From<PcapTapError> for DemoError {
+    fn from(e: PcapTapError) -> Self {
+        Self::Pcap(e)
+    }
+}
+
+impl From<DriverError> for DemoError {
+    fn from(e: DriverError) -> Self {
+        Self::Driver(e)
+    }
+}
+
+impl From<CopyError> for DemoError {
+    fn from(e: CopyError) -> Self {
+        Self::Copy(e)
+    }
 }
 
 /// What to run.
@@ -136,21 +171,27 @@ impl Default for DemoConfig {
 }
 
 impl DemoConfig {
-    /// Checks the ranges; [`ScriptError::BadConfig`] names the first bad setting.
-    pub fn validate(&self) -> Result<(), ScriptError> {
+    /// Checks the ranges; [`DemoError::BadConfig`] names the first bad setting.
+    pub fn validate(&self) -> Result<(), DemoError> {
         if self.frames == 0 {
-            return Err(ScriptError::BadConfig { field: "frames", value: 0 });
+            return Err(DemoError::BadConfig { field: "frames", value: 0 });
         }
         if !SLOTS_RANGE.contains(&self.slots) {
-            return Err(ScriptError::BadConfig { field: "slots", value: self.slots as u64 });
+            return Err(DemoError::BadConfig { field: "slots", value: self.slots as u64 });
         }
         Ok(())
     }
 }
 
-/// Device counters of one NIC, summed over its rings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One NIC of the run: who it is and its device counters, summed over its rings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SideReport {
+    /// PCI name the driver found it under.
+    pub name: String,
+    /// MAC address the driver read.
+    pub mac: [u8; 6],
+    /// The switch has learnt `mac` on this NIC's port.
+    pub learnt: bool,
     /// Kicks the host received.
     pub kicks: u64,
     /// Interrupts the host raised.
@@ -162,14 +203,18 @@ pub struct SideReport {
 }
 
 impl SideReport {
-    fn of(dev: &PtnetDevice) -> Self {
-        let port = dev.port();
+    fn of(nic: &Nic, sw: &Switch) -> Self {
+        let port = nic.dev.port();
         let n = port.num_tx_rings() + port.num_rx_rings();
-        (0..n).filter_map(|i| dev.counters(i)).fold(Self::default(), |s, c| Self {
+        let info = nic.drv.info();
+        let learnt = sw.lookup(&info.mac) == Some(nic.switch_port);
+        let base = Self { name: info.name.clone(), mac: info.mac, learnt, ..Self::default() };
+        (0..n).filter_map(|i| nic.dev.counters(i)).fold(base, |s, c| Self {
             kicks: s.kicks + c.kicks,
             interrupts: s.interrupts + c.interrupts,
             reinits: s.reinits + c.reinits,
             packets: s.packets + c.packets,
+            ..s
         })
     }
 }
@@ -215,6 +260,10 @@ pub struct DemoReport {
     pub sender: SideReport,
     /// VM2's NIC (the receiver).
     pub receiver: SideReport,
+    /// Frames the switch flooded (VM2's announcement only, in a clean run).
+    pub flooded: u64,
+    /// Frames the switch sent to a learnt destination.
+    pub unicast: u64,
     /// The pcap file, if one was written.
     pub pcap: Option<PcapReport>,
 }
@@ -240,9 +289,19 @@ impl DemoReport {
         self.sender.reinits + self.receiver.reinits
     }
 
-    /// `true` if every frame arrived intact, in order, once, with nothing dropped anywhere.
+    /// The two NICs differ (MAC and PCI address) and the switch learnt each on its own port.
+    pub fn learnt_apart(&self) -> bool {
+        let (s, r) = (&self.sender, &self.receiver);
+        s.learnt && r.learnt && s.mac != r.mac && s.name != r.name
+    }
+
+    /// `true` if every frame arrived intact, in order, once, with nothing dropped anywhere, and
+    /// the switch learnt both NICs apart and flooded nothing but VM2's announcement.
     pub fn is_clean(&self) -> bool {
-        self.frames == self.frames_wanted
+        self.learnt_apart()
+            && self.flooded == 1
+            && self.unicast == self.frames_sent
+            && self.frames == self.frames_wanted
             && self.lost == 0
             && self.corrupt == 0
             && self.misordered == 0
@@ -261,7 +320,10 @@ impl fmt::Display for DemoReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let side = |s: &SideReport| {
             format!(
-                "kicks {} ({:.4}/pkt), interrupts {} ({:.4}/pkt)",
+                "{} at {}{}, kicks {} ({:.4}/pkt), interrupts {} ({:.4}/pkt)",
+                mac_string(s.mac),
+                s.name,
+                if s.learnt { "" } else { " (not learnt)" },
                 s.kicks,
                 self.per_packet(s.kicks),
                 s.interrupts,
@@ -288,6 +350,13 @@ impl fmt::Display for DemoReport {
         writeln!(f, "rate       {:.3} Mpps, {:.2} Gbit/s", self.mpps(), self.gbps())?;
         writeln!(f, "sender     {}", side(&self.sender))?;
         writeln!(f, "receiver   {}", side(&self.receiver))?;
+        writeln!(
+            f,
+            "switch     {} unicast, {} flooded, {}",
+            self.unicast,
+            self.flooded,
+            if self.learnt_apart() { "both NICs learnt apart" } else { "NICs NOT learnt apart" }
+        )?;
         writeln!(f, "drops      {}", self.drops)?;
         writeln!(
             f,
@@ -311,56 +380,87 @@ impl fmt::Display for DemoReport {
     }
 }
 
-/// One guest: its platform and the driver bound to its NIC.
+/// One guest: its NIC, the platform and the driver bound to it.
 struct Nic {
+    dev: Arc<PtnetDevice>,
+    port: Arc<NmPort>,
+    switch_port: usize,
     plat: SimPlatform,
     drv: Ptnet<SimPlatform>,
 }
 
 impl Nic {
-    fn attach(vm: &Arc<Vm>, dev: &Arc<PtnetDevice>) -> Result<Self, ScriptError> {
-        let slot = vm
-            .functions()
-            .iter()
-            .find(|(_, f)| matches!(f, PciFunction::Ptnet(d) if Arc::ptr_eq(d, dev)))
-            .map(|(s, _)| *s)
-            .ok_or(ScriptError::NoNic)?;
-        let mut plat = SimPlatform::new(vm.clone(), slot);
+    /// A VM named `name` with its NIC placed as `place` on a new port of `sw`, the driver
+    /// attached.
+    fn attach(
+        sw: &Arc<Switch>,
+        name: &str,
+        place: NicPlace,
+        slots: u32,
+    ) -> Result<Self, DemoError> {
+        let port = own_port(name, slots)?;
+        let switch_port = sw.attach_port(&port);
+        let (dev, mut plat) = vm_on_port(port.clone(), place)?;
         let drv = Ptnet::attach(&mut plat, DriverConfig::default())?;
-        Ok(Self { plat, drv })
+        Ok(Self { dev, port, switch_port, plat, drv })
+    }
+
+    /// The first RX ring.
+    fn rx_ring(&self) -> u32 {
+        self.drv.info().tx_rings
     }
 }
 
 /// The hypervisor of the run and its two guests.
 struct Testbed {
     sw: Arc<Switch>,
-    d1: Arc<PtnetDevice>,
-    d2: Arc<PtnetDevice>,
-    p1: Arc<super::port::NmPort>,
-    p2: Arc<super::port::NmPort>,
     tap: Option<Arc<PcapTap>>,
     g1: Nic,
     g2: Nic,
 }
 
 impl Testbed {
-    fn build(cfg: &DemoConfig) -> Result<Self, ScriptError> {
+    fn build(cfg: &DemoConfig) -> Result<Self, DemoError> {
         let sw = Switch::new("vale0");
-        let (vm1, d1, p1) = script::try_vm_with_named_port("vm1", 1, cfg.slots)?;
-        let (vm2, d2, p2) = script::try_vm_with_named_port("vm2", 1, cfg.slots)?;
-        sw.attach_port(&p1);
-        sw.attach_port(&p2);
-        let tap = match &cfg.pcap {
-            Some(path) => {
-                let t = Arc::new(PcapTap::create(path)?);
-                p2.set_tap(Some(t.clone()));
-                Some(t)
+        let g1 = Nic::attach(&sw, "vm1", VM1, cfg.slots)?;
+        let g2 = Nic::attach(&sw, "vm2", VM2, cfg.slots)?;
+        Ok(Self { sw, tap: None, g1, g2 })
+    }
+
+    /// Records VM2's port into a pcap file at `path` from now on.
+    fn tap(&mut self, path: &std::path::Path) -> Result<(), DemoError> {
+        let t = Arc::new(PcapTap::create(path)?);
+        self.g2.port.set_tap(Some(t.clone()));
+        self.tap = Some(t);
+        Ok(())
+    }
+
+    /// VM2 broadcasts one test frame (sequence number 0) from its address; VM1 waits for it
+    /// (at most `timeout`) and returns the address it came from: VM2's, now learnt by the
+    /// switch too.
+    fn announce(&mut self, timeout: Duration) -> Result<[u8; 6], DemoError> {
+        let hello = frame::build([0xff; 6], self.g2.drv.info().mac, 0, frame::MIN_LEN);
+        self.g2.drv.send(0, &hello, None)?;
+        self.g2.drv.flush_tx(0)?;
+        let (rx, mut buf) = (self.g1.rx_ring(), vec![0u8; 2048]);
+        let t0 = Instant::now();
+        let mut peer = None;
+        while peer.is_none() && t0.elapsed() < timeout {
+            while let Some(r) = self.g1.drv.recv(rx, &mut buf)? {
+                let f = &buf[..r.len];
+                if frame::check(f) == Check::Ok(0) && f[..6] == [0xff; 6] {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(&f[6..12]);
+                    peer = Some(mac);
+                }
             }
-            None => None,
-        };
-        let g1 = Nic::attach(&vm1, &d1)?;
-        let g2 = Nic::attach(&vm2, &d2)?;
-        Ok(Self { sw, d1, d2, p1, p2, tap, g1, g2 })
+            self.g1.drv.flush_rx(rx)?;
+            if peer.is_none() {
+                self.g1.drv.wait_work(&self.g1.plat, Duration::from_millis(1));
+            }
+        }
+        self.g2.drv.take_interrupts(false);
+        peer.ok_or(DemoError::NoAnnouncement)
     }
 
     /// Frames dropped inside the hypervisor (see [`DemoReport::drops`]). Deliveries into VM2's
@@ -370,7 +470,7 @@ impl Testbed {
         let s = &self.sw.stats;
         s.dropped.load(Ordering::Relaxed)
             + s.conversion_errors.load(Ordering::Relaxed)
-            + self.p1.stats.tx_errors.load(Ordering::Relaxed)
+            + self.g1.port.stats.tx_errors.load(Ordering::Relaxed)
     }
 }
 
@@ -422,12 +522,13 @@ impl Tally {
 }
 
 /// Sends and receives until every frame is accounted for or the run stalls.
-fn pump(tb: &mut Testbed, cfg: &DemoConfig) -> Result<(Tally, Duration), ScriptError> {
+fn pump(tb: &mut Testbed, cfg: &DemoConfig, dst: [u8; 6]) -> Result<(Tally, Duration), DemoError> {
     let total = cfg.frames;
+    let src = tb.g1.drv.info().mac;
     let bsz = (tb.g2.drv.info().buf_size as usize).max(1);
     let slots = |len: usize| len.div_ceil(bsz);
-    let rx_ring = tb.g2.drv.info().tx_rings; // the first RX ring
-                                             // RX slots in flight: the host's view of released RX slots may lag a burst.
+    let rx_ring = tb.g2.rx_ring();
+    // RX slots in flight: the host's view of released RX slots may lag a burst.
     let budget = ((cfg.slots as usize - 1) * 300 / 1024).max(slots(MAX_FRAME_LEN));
     let mut t = Tally::default();
     let mut frame = Vec::with_capacity(MAX_FRAME_LEN);
@@ -440,7 +541,8 @@ fn pump(tb: &mut Testbed, cfg: &DemoConfig) -> Result<(Tally, Duration), ScriptE
             if t.in_flight + slots(len) > budget {
                 break;
             }
-            make_demo_frame(&mut frame, t.sent, len);
+            frame.clear();
+            frame::write(&mut frame, dst, src, t.sent, len);
             match tb.g1.drv.send(0, &frame, None) {
                 Ok(()) => {}
                 Err(CopyError::Full) => break,
@@ -489,7 +591,7 @@ fn pump(tb: &mut Testbed, cfg: &DemoConfig) -> Result<(Tally, Duration), ScriptE
 }
 
 /// Runs the job: builds the hypervisor, brings both NICs up, moves the frames and reports.
-pub fn run(cfg: &DemoConfig) -> Result<DemoReport, ScriptError> {
+pub fn run(cfg: &DemoConfig) -> Result<DemoReport, DemoError> {
     cfg.validate()?;
     log::info!(
         "demo: {} frames of 60..={MAX_FRAME_LEN} bytes, vm1 -> vale0 -> vm2, {} slots per ring",
@@ -497,15 +599,21 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, ScriptError> {
         cfg.slots
     );
     let mut tb = Testbed::build(cfg)?;
-    let (t, elapsed) = pump(&mut tb, cfg)?;
+    let dst = tb.announce(cfg.stall_timeout)?;
+    log::info!("demo: vm1 heard vm2 at {}", mac_string(dst));
+    if let Some(path) = &cfg.pcap {
+        tb.tap(path)?;
+    }
+    let (t, elapsed) = pump(&mut tb, cfg, dst)?;
     let drops = tb.drops();
-    let Testbed { g1, g2, .. } = tb;
-    let (sender_drv, receiver_drv) = (g1.drv.stats(0), g2.drv.stats(g2.drv.info().tx_rings));
+    let (sender, receiver) = (SideReport::of(&tb.g1, &tb.sw), SideReport::of(&tb.g2, &tb.sw));
+    let Testbed { sw, tap, g1, g2 } = tb;
+    let (sender_drv, receiver_drv) = (g1.drv.stats(0), g2.drv.stats(g2.rx_ring()));
     g1.drv.shutdown()?;
     g2.drv.shutdown()?;
     log::debug!("demo: driver counters tx {sender_drv:?} rx {receiver_drv:?}");
-    tb.p2.set_tap(None);
-    let pcap = match (&tb.tap, &cfg.pcap) {
+    g2.port.set_tap(None);
+    let pcap = match (&tap, &cfg.pcap) {
         (Some(tap), Some(path)) => {
             tap.flush()?;
             Some(PcapReport { path: path.clone(), frames: tap.frames(), dropped: tap.dropped() })
@@ -524,8 +632,10 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, ScriptError> {
         drops,
         stalled: t.stalled,
         slots: cfg.slots,
-        sender: SideReport::of(&tb.d1),
-        receiver: SideReport::of(&tb.d2),
+        sender,
+        receiver,
+        flooded: sw.stats.flooded.load(Ordering::Relaxed),
+        unicast: sw.stats.unicast.load(Ordering::Relaxed),
         pcap,
     };
     log::info!(
@@ -555,7 +665,7 @@ mod tests {
         assert_eq!((r.drops, r.lost, r.corrupt, r.misordered), (0, 0, 0, 0), "{r}");
         assert!(!r.stalled);
         assert_eq!(r.reinits(), 0);
-        assert_eq!(r.sender.packets, 2000, "the host moved every frame");
+        assert_eq!(r.sender.packets, 2000 + 1, "the host moved every frame (and the hello)");
         assert!(r.bytes >= 2000 * 60);
         assert!(r.is_clean());
         assert!(r.to_string().ends_with("result     ok"), "{r}");
@@ -588,7 +698,7 @@ mod tests {
             DemoConfig { slots: 31, ..DemoConfig::default() },
             DemoConfig { slots: 16385, ..DemoConfig::default() },
         ] {
-            assert!(matches!(run(&cfg), Err(ScriptError::BadConfig { .. })));
+            assert!(matches!(run(&cfg), Err(DemoError::BadConfig { .. })));
         }
     }
 
@@ -601,36 +711,35 @@ mod tests {
     }
 
     #[test]
-    fn demo_frames_are_udp_and_self_checking() {
-        let mut f = Vec::new();
+    fn the_two_vms_are_told_apart_and_the_switch_learns_both() {
+        let r = run(&small(300)).unwrap();
+        let (s, v) = (&r.sender, &r.receiver);
+        assert_eq!((s.mac, s.name.as_str()), (VM1.mac.unwrap(), "pci-0000-00-03.0"), "{r}");
+        assert_eq!((v.mac, v.name.as_str()), (VM2.mac.unwrap(), "pci-0000-00-04.0"), "{r}");
+        assert!(s.learnt && v.learnt && r.learnt_apart(), "{r}");
+        assert_eq!((r.flooded, r.unicast), (1, 300), "only the announcement was flooded: {r}");
+        assert!(r.is_clean(), "{r}");
+        let text = r.to_string();
+        assert!(text.contains("52:54:00:12:34:56 at pci-0000-00-03.0"), "{text}");
+        assert!(text.contains("52:54:00:12:34:57 at pci-0000-00-04.0"), "{text}");
+        assert!(text.contains("1 flooded, both NICs learnt apart"), "{text}");
+    }
+
+    #[test]
+    fn frames_of_another_length_are_not_demo_frames() {
         for seq in [0u64, 1, 5, 77, 1 << 40] {
-            let len = frame_len(seq);
-            make_demo_frame(&mut f, seq, len);
-            assert_eq!(f.len(), len);
+            let f = frame::build(VM2.mac.unwrap(), VM1.mac.unwrap(), seq, frame_len(seq));
             assert_eq!(check_demo_frame(&f), Some(seq));
-            assert!(script::udp_headers_ok(&f));
-            for i in [14, 24, 42, 50, 54, 55, len - 8, len - 1] {
-                let mut bad = f.clone();
-                bad[i] ^= 0x10;
-                assert_eq!(check_demo_frame(&bad), None, "flip at {i} of {len}");
-            }
-            assert_eq!(check_demo_frame(&f[..len - 1]), None);
+            let g = frame::build(VM2.mac.unwrap(), VM1.mac.unwrap(), seq, frame_len(seq) + 1);
+            assert_eq!((frame::check(&g), check_demo_frame(&g)), (Check::Ok(seq), None));
         }
-        let mut g = Vec::new();
-        make_demo_frame(&mut f, 2, 200);
-        make_demo_frame(&mut g, 3, 200);
-        assert_ne!(f[54..], g[54..], "the payload depends on the sequence number");
     }
 
     #[test]
     fn tally_counts_gaps_corruption_and_late_frames() {
         let mut t = Tally { in_flight: 100, ..Tally::default() };
         let one = |_| 1;
-        let f = |s| {
-            let mut v = Vec::new();
-            make_demo_frame(&mut v, s, frame_len(s));
-            v
-        };
+        let f = |s| frame::build([2; 6], [4; 6], s, frame_len(s));
         t.take(&f(0), 10, one);
         t.take(&f(3), 10, one);
         let mut bad = f(4);
