@@ -331,6 +331,9 @@ fn tshark_verify_with(program: &str, path: &Path) -> Result<TsharkReport, PcapTa
         .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"])
         .args(["-E", "aggregator=,"])
         .args(["-e", "frame.len", "-e", "_ws.malformed", "-e", "_ws.expert.severity"])
+        // Test frames (crate::frame) carry arbitrary bytes to the discard port: decode them as
+        // data, or a heuristic dissector (Thrift) guesses a protocol and reports its "errors".
+        .args(["-d", &format!("udp.port=={},data", crate::frame::UDP_DST_PORT)])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| match e.kind() {
