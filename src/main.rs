@@ -5,7 +5,7 @@
 //! | host | `ptnetd` | the main job on the embedded device model ([`ptnetd::model::demo`]): verified traffic between two VMs |
 //! | host | `ptnetd --selftest N` | the zero-copy self test ([`ptnetd::selftest`]) against an in-process model VM whose port reflects every frame |
 //! | Linux guest | `ptnetd --linux [--pci BDF] [--selftest N]` | the driver on a real ptnet NIC through sysfs ([`ptnetd::platform::linux`]): attach, start line, optional self test, shutdown |
-//! | Redox | `ptnetd [--selftest N]` (from pcid-spawner) | attach, readiness to the spawner, optional self test, shutdown |
+//! | Redox | `ptnetd [--selftest N]` (from pcid-spawner) | attach, readiness to the spawner, the self test or (without one) stay until the device goes away, shutdown |
 //!
 //! `--vnet` asks for the virtio-net header; `--timeout S` bounds the self test. Parsing is manual
 //! (no dependencies); `--help` lists everything. Exit status: 0 on success, 1 on failure, 2 on a
@@ -177,7 +177,8 @@ mod cli {
 Usage: ptnetd [OPTIONS]
 
 Attaches to the ptnet NIC of PCID_CLIENT_CHANNEL and its memdev, logs the start line, signals
-readiness, then runs the self test if asked and shuts the device down.
+readiness, then runs the self test if asked and shuts the device down; without --selftest it
+stays until the device goes away.
 
 Options:
   --selftest N  send N frames through TX ring 0 and expect them back on the first RX ring
@@ -232,7 +233,11 @@ Exit status: 0 on success, 1 on failure, 2 on a usage error.
 
 /// Attaches the driver on `plat` (which logs the start line `ptnetd: <info>`), calls
 /// `attached`, runs the self test if asked, and shuts down. `true` if everything succeeded.
-fn drive<P: Platform>(plat: &mut P, opts: &cli::DriverOpts, attached: impl FnOnce()) -> bool {
+fn drive<P: Platform>(
+    plat: &mut P,
+    opts: &cli::DriverOpts,
+    attached: impl FnOnce(&mut Ptnet<P>, &P),
+) -> bool {
     let cfg = DriverConfig { vnet_hdr: opts.vnet, ..DriverConfig::default() };
     let mut drv = match Ptnet::attach(plat, cfg) {
         Ok(d) => d,
@@ -241,7 +246,7 @@ fn drive<P: Platform>(plat: &mut P, opts: &cli::DriverOpts, attached: impl FnOnc
             return false;
         }
     };
-    attached();
+    attached(&mut drv, plat);
     let ok = opts.selftest.is_none_or(|n| selftest::run(&mut drv, plat, n, opts.timeout).passed());
     match drv.shutdown() {
         Ok(()) => ok,
@@ -493,7 +498,7 @@ cleanly), 1 if anything was lost, corrupted or failed, 2 on a usage error. Logs 
         match built {
             Ok(mut plat) => {
                 let opts = DriverOpts { selftest: Some(frames), ..opts.clone() };
-                drive(&mut plat, &opts, || {})
+                drive(&mut plat, &opts, |_, _| {})
             }
             Err(e) => {
                 log::error!("model VM: {e}");
@@ -506,7 +511,7 @@ cleanly), 1 if anything was lost, corrupted or failed, 2 on a usage error. Logs 
     fn linux(pci: Option<&str>, opts: &DriverOpts) -> bool {
         use ptnetd::platform::linux::LinuxPlatform;
         match LinuxPlatform::new(pci) {
-            Ok(mut plat) => drive(&mut plat, opts, || {}),
+            Ok(mut plat) => drive(&mut plat, opts, |_, _| {}),
             Err(e) => {
                 log::error!("linux platform: {e}");
                 false
@@ -774,9 +779,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ok = drive(&mut plat, &opts, || {
+    // Without a self test the daemon stays until its device goes away.
+    let ok = drive(&mut plat, &opts, |drv, plat| {
         if let Err(e) = notify_ready() {
             log::warn!("readiness: {e}");
+        }
+        if opts.selftest.is_none() {
+            drv.run_until_gone(plat, std::time::Duration::from_secs(1));
         }
     });
     exit(ok)
