@@ -300,7 +300,9 @@ else
   fail "$NAME: no 'Redox OS Bootloader' banner on the serial console ($FIRMWARE firmware)"
 fi
 if [ "$VERDICT" = fatal ]; then
-  fail "$NAME: ptnetd failed on Redox after $(secs_since "$T_BOOT")s: $(grep -m1 -E "$FATAL_RE" "$LOG")"
+  fail "$NAME: ptnetd failed on Redox after ${BOOT_SECS}s: $(grep -m1 -E "$FATAL_RE" "$LOG")"
+elif grep -qE "$FATAL_RE" "$LOG"; then
+  fail "$NAME: ptnetd failed on Redox after its verdict: $(grep -m1 -E "$FATAL_RE" "$LOG")"
 fi
 START=$(start_line)
 if [ -n "$START" ]; then
