@@ -49,10 +49,11 @@ T_START=$(now)
 phase_begin cross-build
 if [ -z "$PTNETD" ]; then
   log=$OUT/cargo-redox.log
-  # The kit's unwinder is a stub: panic=abort, with std rebuilt for it (-Zbuild-std).
+  # The kit's unwinder is a stub: panic=abort, with std rebuilt for it (-Zbuild-std). No debug
+  # info: make-image.sh strips it anyway, and generating it for std only slows a cold build.
   if ! (cd "$REPO_DIR" &&
     CARGO_TARGET_X86_64_UNKNOWN_REDOX_LINKER=$REDOX_KIT/sysroot/bin/x86_64-unknown-redox-gcc \
-      CARGO_PROFILE_RELEASE_PANIC=abort \
+      CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_DEBUG=0 \
       cargo "+$TOOLCHAIN" build --release --target x86_64-unknown-redox \
       -Zbuild-std=std,panic_abort --bin ptnetd) >"$log" 2>&1; then
     tail -30 "$log" | sed 's/^/cargo| /' >&2
