@@ -357,43 +357,6 @@ check_guest() {
   fi
 }
 
-# host_count REGEX: the first number captured by REGEX (sed -E, one group) in the host log.
-host_count() { sed -En "s/.*$1.*/\\1/p" "$HOST_LOG" | head -1; }
-
-# check_switch_host NAME: the switch phase's host endpoints were at work, from the counters
-# ptnet-host logs as it stops (src/model/vfio/host.rs), and the guest set the source's
-# broadcasts aside.
-check_switch_host() {
-  local name=$1 sent sunk reflected undelivered
-  sent=$(host_count 'source: ([0-9]+) frames sent')
-  sunk=$(host_count 'sink: ([0-9]+) frames')
-  reflected=$(host_count 'reflect [0-9a-f:]+: .*reflected=([0-9]+)')
-  undelivered=$(host_count 'reflect [0-9a-f:]+: .*undelivered=([0-9]+)')
-  local sw
-  sw=$(grep -m1 -oE 'switch vale0: .*' "$HOST_LOG" || true)
-  [ -n "$sw" ] && say "$name: host $sw"
-  if [ -n "$sent" ] && [ "$sent" -ge 1000 ]; then
-    pass "$name: host source active: $(grep -m1 -oE 'source: [0-9]+ frames sent.*' "$HOST_LOG")"
-  else
-    fail "$name: host source: ${sent:-no} frames sent logged (at least 1000 expected at $SOURCE_PPS pps)"
-  fi
-  if [ -n "$sunk" ] && [ "$sunk" -ge 1 ]; then
-    pass "$name: host sink active: $(grep -m1 -oE 'sink: [0-9]+ frames.*' "$HOST_LOG") (the guest's frames flooded before the switch learnt the reflect endpoint)"
-  else
-    fail "$name: host sink: ${sunk:-no} frames received logged (at least 1 expected)"
-  fi
-  if [ -n "$reflected" ] && [ -n "$RX" ] && [ "$reflected" -ge "$RX" ] && [ "$undelivered" = 0 ]; then
-    pass "$name: host reflect endpoint: $(grep -m1 -oE 'reflect [0-9a-f:]+: .*' "$HOST_LOG")"
-  else
-    fail "$name: host reflect endpoint: reflected=${reflected:-?} undelivered=${undelivered:-?} (the guest received ${RX:-?})"
-  fi
-  if [ -n "$FOREIGN" ] && [ "$FOREIGN" -gt 0 ]; then
-    pass "$name: the source's broadcasts reached the guest and were set aside: foreign=$FOREIGN"
-  elif [[ $RESULT == "ptnetd: selftest PASS"* ]]; then
-    fail "$name: the guest received no foreign frame (foreign=${FOREIGN:-?}): the source's broadcasts did not reach it"
-  fi
-}
-
 # --------------------------------------------------------------------------------------------
 if [ "$MODE" = smoke ]; then
   # shellcheck disable=SC2086 # HOST_ARGS is a list of options

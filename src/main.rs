@@ -5,7 +5,8 @@
 //! | host | `ptnetd` | the main job on the embedded device model ([`ptnetd::app::demo`]): verified traffic between two VMs |
 //! | host | `ptnetd --selftest N` | the zero-copy self test ([`ptnetd::selftest`]) against an in-process model VM whose port reflects every frame |
 //! | Linux guest | `ptnetd --linux [--pci BDF] [--selftest N]` | the driver on a real ptnet NIC through sysfs ([`ptnetd::platform::linux`]): attach, start line, optional self test, shutdown |
-//! | Redox | `ptnetd [--selftest N]` (from pcid-spawner) | attach, readiness to the spawner, optional self test, shutdown |
+//! | Redox | `ptnetd` (from pcid-spawner) | attach, both schemes registered, null namespace, readiness; serve `network.*`/`netmap.*` until the device goes away; shutdown |
+//! | Redox | `ptnetd --selftest N` | attach, readiness, the self test, shutdown |
 //!
 //! The command line is [`ptnetd::app::cli::PtnetdArgs`] (`--help` lists everything). Exit status:
 //! 0 on success, 1 on failure, 2 on a usage error. Logs go to stderr: `env_logger` on the host
@@ -93,6 +94,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if opts.selftest.is_none() {
+        // The daemon: both schemes, until the device goes away.
+        return exit(ptnetd::app::daemon::run(plat, opts.vnet));
+    }
     let ok = ptnetd::app::drive(&mut plat, &opts, || {
         if let Err(e) = notify_ready() {
             log::warn!("readiness: {e}");

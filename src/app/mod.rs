@@ -6,11 +6,14 @@
 //! | module | holds |
 //! |---|---|
 //! | [`cli`] | the command lines of `ptnetd` and `ptnet-host` (clap) |
-//! | [`drive`] | attach the driver, run the self test if asked, shut down: every `ptnetd` mode |
+//! | [`drive`] | attach the driver, run the self test if asked, shut down: the self-test modes |
+//! | `daemon` | (Redox) the plain daemon: both schemes served until the device goes away |
 //! | `embedded` | (host) model VMs with the driver on [`SimPlatform`](crate::platform::sim::SimPlatform), the self test against a reflector |
 //! | `demo` | (host) the main job: verified VM-to-VM traffic through the driver's copy path |
 
 pub mod cli;
+#[cfg(target_os = "redox")]
+pub mod daemon;
 #[cfg(not(target_os = "redox"))]
 pub mod demo;
 #[cfg(not(target_os = "redox"))]

@@ -53,8 +53,9 @@ pub fn register(server: &mut Server<RedoxPlatform>) -> Result<Sockets, String> {
     Ok(Sockets([net, nm]))
 }
 
-/// Serves both schemes until a socket is closed by the kernel. `poll`: the lost-interrupt
-/// fallback period (every ring is treated as signalled at least this often).
+/// Serves both schemes until a socket is closed by the kernel or the device goes away (its
+/// registers read all-ones). `poll`: the lost-interrupt fallback period (every ring is treated
+/// as signalled at least this often, and the device's presence is checked as often).
 pub fn serve(
     server: &mut Server<RedoxPlatform>,
     socks: &Sockets,
@@ -80,6 +81,11 @@ pub fn serve(
         let due = last_poll.elapsed() >= poll;
         if due {
             last_poll = Instant::now();
+            if !server.daemon().nic().present() {
+                let name = &server.daemon().nic().info().name;
+                log::warn!("ptnetd: {name} went away (its registers read all-ones)");
+                return Ok(());
+            }
         }
         server.tick(due, &mut out);
         for (which, resp) in out.drain(..) {

@@ -42,7 +42,7 @@ use mem::{os, DmaAllocator};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wire::{PciAddr, Request, Response};
+use wire::{PciAddr, PciEntry, Request, Response};
 
 /// The inherited `PCID_CLIENT_CHANNEL` fd is wrapped (and so closed) at most once per process.
 static PRIMARY_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -99,35 +99,37 @@ impl RedoxPlatform {
         Ok(u32::from_le_bytes(value))
     }
 
-    /// The functions pcid lists in `/scheme/pci`.
-    fn list_functions() -> Result<Vec<PciAddr>, PlatformError> {
+    /// The functions pcid lists in `/scheme/pci`, in either entry format, each with its name as
+    /// listed (paths under it must use that name).
+    fn list_functions() -> Result<Vec<PciEntry>, PlatformError> {
         let dir = std::fs::read_dir("/scheme/pci").map_err(|e| PlatformError::Os {
             what: "list /scheme/pci",
             errno: e.raw_os_error().unwrap_or(0),
         })?;
-        let mut addrs: Vec<PciAddr> =
-            dir.filter_map(|entry| PciAddr::parse(entry.ok()?.file_name().to_str()?)).collect();
-        addrs.sort_unstable();
-        Ok(addrs)
+        let mut entries: Vec<PciEntry> =
+            dir.filter_map(|entry| PciEntry::parse(entry.ok()?.file_name().to_str()?)).collect();
+        entries.sort_unstable();
+        log::debug!("/scheme/pci: {:?}", entries.iter().map(|e| &e.name).collect::<Vec<_>>());
+        Ok(entries)
     }
 
     /// Which of `addrs` have `id` (vendor | device << 16), by side-effect-free access reads.
     /// `None` if the access handle is missing or gave nothing plausible (then every function's
     /// channel is tried instead).
-    fn filter_by_access(&self, addrs: &[PciAddr], id: u32) -> Option<Vec<PciAddr>> {
+    fn filter_by_access(&self, entries: &[PciEntry], id: u32) -> Option<Vec<PciEntry>> {
         let access = self.access.as_ref()?;
         let mut plausible = false;
         let mut matches = Vec::new();
-        for &addr in addrs {
-            match Self::access_read(access, addr, 0) {
+        for entry in entries {
+            match Self::access_read(access, entry.addr, 0) {
                 Ok(v) if v & 0xffff != 0xffff && v & 0xffff != 0 => {
                     plausible = true;
                     if v == id {
-                        matches.push(addr);
+                        matches.push(entry.clone());
                     }
                 }
                 Ok(_) => {}
-                Err(e) => log::debug!("{}: {e}", addr.name()),
+                Err(e) => log::debug!("{}: {e}", entry.name),
             }
         }
         plausible.then_some(matches)
@@ -142,14 +144,14 @@ impl RedoxPlatform {
         let ours: Vec<u32> =
             OFFSETS.iter().map(|&o| chan.read_config(o).ok()).collect::<Option<_>>()?;
         let mut found = None;
-        for addr in Self::list_functions().ok()? {
+        for entry in Self::list_functions().ok()? {
             let theirs: Option<Vec<u32>> =
-                OFFSETS.iter().map(|&o| Self::access_read(access, addr, o).ok()).collect();
+                OFFSETS.iter().map(|&o| Self::access_read(access, entry.addr, o).ok()).collect();
             if theirs.as_ref() == Some(&ours) {
                 if found.is_some() {
                     return None;
                 }
-                found = Some(addr);
+                found = Some(entry.addr);
             }
         }
         found
@@ -213,7 +215,8 @@ impl Platform for RedoxPlatform {
         Ok(RedoxFunction::new(chan, name, Some(self.mem_root.clone())))
     }
 
-    /// Opens `/scheme/pci/<addr>/channel` of every other function with these ids. Candidates are
+    /// Opens `/scheme/pci/<entry>/channel` of every other function with these ids, `<entry>`
+    /// being the name exactly as `/scheme/pci` lists it (either pcid format). Candidates are
     /// picked with `/scheme/pci/access` reads when available (opening a channel enables the
     /// function in pcid, so unrelated functions are better left closed); otherwise every
     /// function's channel is opened and its ids read (`ReadConfig(0)`). Functions in use (ours
@@ -228,8 +231,8 @@ impl Platform for RedoxPlatform {
         let all = Self::list_functions()?;
         let candidates = self.filter_by_access(&all, id).unwrap_or(all);
         let mut found = Vec::new();
-        for addr in candidates {
-            let path = format!("/scheme/pci/{}/channel", addr.scheme_entry());
+        for entry in candidates {
+            let path = entry.channel_path();
             let fd = match Fd::open(&path, O_RDWR | O_CLOEXEC, 0) {
                 Ok(fd) => fd,
                 Err(e) if e.errno() == ENOLCK => {
@@ -255,8 +258,9 @@ impl Platform for RedoxPlatform {
                 Ok(other) => log::warn!("{path}: EnableDevice answered {other:?}"),
                 Err(e) => log::warn!("{path}: EnableDevice: {e}"),
             }
-            log::info!("{}: {vendor:04x}:{device:04x} opened", addr.name());
-            found.push(RedoxFunction::new(chan, addr.name(), Some(self.mem_root.clone())));
+            let name = entry.addr.name();
+            log::info!("{name}: {vendor:04x}:{device:04x} opened through {path}");
+            found.push(RedoxFunction::new(chan, name, Some(self.mem_root.clone())));
         }
         Ok(found)
     }

@@ -5,7 +5,10 @@
 //! ## pcid channel protocol (spec/redox.md §1.4)
 //! A request is **one `write()`** of the bincode-1 encoding of `PcidClientRequest`; the reply is an
 //! **8-byte little-endian length**, then that many bytes of bincode-1 `PcidClientResponse`.
-//! bincode 1 defaults: little endian, fixed-width integers, enum tag = `u32`.
+//! The message types are declared here with serde derives and encoded by the `bincode` 1.x crate,
+//! as pcid does (`bincode::serialize_into`/`deserialize_from`: little endian, fixed-width
+//! integers, enum tag = `u32` = the variant's position). Every variant is declared in pcid's
+//! order, so the tags are right by construction; the tests pin the bytes:
 //!
 //! ```text
 //!   ReadConfig(0x10)           07 00 00 00 | 10 00
@@ -14,14 +17,17 @@
 //!   reply FeatureEnabled(MsiX) 08 00 00 00 00 00 00 00 | 04 00 00 00 | 01 00 00 00
 //! ```
 //!
-//! Only the variants the daemon needs are encoded. Replies whose payload layout is not pinned
-//! down by the spec (`Config`, whose `PciFunction` changed in 2026; `FeatureInfo`'s MSI-X info)
-//! are recognised by tag but their payload is not decoded: MSI-X table location and BARs come
-//! from config space instead (`platform::cfg`). Anything malformed is a
-//! [`PlatformError::Protocol`], never a panic.
+//! Variants whose payload layout is not pinned down by the spec (`SetFeatureInfo`'s request,
+//! `Config`, whose `PciFunction` changed in 2026, `FeatureInfo`'s MSI-X info, …) are declared
+//! without their payload: such a request cannot be encoded (an error, not wrong bytes), and such
+//! a reply is recognised by its tag and the rest of its (length-framed) payload skipped. MSI-X
+//! table location and BARs come from config space instead (`platform::cfg`). Anything malformed
+//! is a [`PlatformError::Protocol`], never a panic.
 #![cfg_attr(not(target_os = "redox"), allow(dead_code))]
 
 use crate::platform::{MsiMessage, PlatformError};
+use bincode::Options;
+use serde::{Deserialize, Serialize};
 
 /// Largest reply payload accepted. Our replies are at most a few dozen bytes; pcid's own client
 /// refuses more than 1 MiB.
@@ -31,7 +37,7 @@ pub const MAX_RESPONSE_LEN: u64 = 1 << 20;
 pub const PAGE_SIZE: usize = 4096;
 
 /// `PciFeature` (bincode tag in parentheses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Feature {
     /// MSI (0).
     Msi,
@@ -39,151 +45,126 @@ pub enum Feature {
     MsiX,
 }
 
-impl Feature {
-    fn tag(self) -> u32 {
-        match self {
-            Self::Msi => 0,
-            Self::MsiX => 1,
-        }
-    }
-
-    fn from_tag(tag: u32) -> Result<Self, PlatformError> {
-        match tag {
-            0 => Ok(Self::Msi),
-            1 => Ok(Self::MsiX),
-            t => Err(protocol(format!("unknown PciFeature tag {t}"))),
-        }
-    }
-}
-
-/// The `PcidClientRequest` variants the daemon sends (bincode tag in parentheses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `PcidClientRequest`, every variant in pcid's order (bincode tag in parentheses).
+// The variant names are pcid's own (`RequestConfig`, …).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// `EnableDevice` (0): bus master + memory + I/O decode; also disables MSI/MSI-X.
     EnableDevice,
+    /// `RequestConfig` (1).
+    RequestConfig,
+    /// `RequestFeatures` (2).
+    RequestFeatures,
+    /// `RequestVendorCapabilities` (3).
+    RequestVendorCapabilities,
     /// `EnableFeature(feature)` (4).
     EnableFeature(Feature),
-    /// `FeatureInfo(feature)` (5). Encoded for completeness; its reply payload is not decoded.
+    /// `FeatureInfo(feature)` (5). Its reply's info is not decoded.
     FeatureInfo(Feature),
+    /// `SetFeatureInfo(info)` (6): declared to keep the tags in place; its payload is not in the
+    /// spec, so encoding it is an error.
+    #[serde(skip_serializing)]
+    SetFeatureInfo,
     /// `ReadConfig(offset)` (7).
     ReadConfig(u16),
     /// `WriteConfig(offset, value)` (8).
     WriteConfig(u16, u32),
 }
 
-impl Request {
-    /// The bincode-1 bytes of this request (what one `write()` on the channel carries).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(10);
-        let mut tag = |t: u32| out.extend_from_slice(&t.to_le_bytes());
-        match *self {
-            Self::EnableDevice => tag(0),
-            Self::EnableFeature(f) => {
-                tag(4);
-                out.extend_from_slice(&f.tag().to_le_bytes());
-            }
-            Self::FeatureInfo(f) => {
-                tag(5);
-                out.extend_from_slice(&f.tag().to_le_bytes());
-            }
-            Self::ReadConfig(off) => {
-                tag(7);
-                out.extend_from_slice(&off.to_le_bytes());
-            }
-            Self::WriteConfig(off, value) => {
-                tag(8);
-                out.extend_from_slice(&off.to_le_bytes());
-                out.extend_from_slice(&value.to_le_bytes());
-            }
-        }
-        out
-    }
-}
-
-/// `PcidServerResponseError`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `PcidServerResponseError` (bincode tag in parentheses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerError {
     /// `NonexistentFeature(feature)` (0): the function has no such capability.
     NonexistentFeature(Feature),
     /// `InvalidBitPattern` (1).
     InvalidBitPattern,
-    /// A variant added after the spec was written (the enum is `#[non_exhaustive]` in pcid).
-    Other(u32),
+    /// A variant added after the spec was written (the enum is `#[non_exhaustive]` in pcid); its
+    /// payload is skipped.
+    #[serde(other, skip_serializing)]
+    Other,
 }
 
-/// A decoded `PcidClientResponse` (bincode tag in parentheses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `PcidClientResponse`, every variant in pcid's order (bincode tag in parentheses). Variants
+/// marked "not decoded" carry a payload in pcid that is skipped here (and cannot be encoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// `EnabledDevice` (0).
     EnabledDevice,
+    /// `Config(SubdriverArguments)` (1), not decoded.
+    #[serde(skip_serializing)]
+    Config,
+    /// `AllFeatures(Vec<PciFeature>)` (2), not decoded.
+    #[serde(skip_serializing)]
+    AllFeatures,
+    /// `VendorCapabilities(Vec<VendorSpecificCapability>)` (3), not decoded.
+    #[serde(skip_serializing)]
+    VendorCapabilities,
     /// `FeatureEnabled(feature)` (4).
     FeatureEnabled(Feature),
+    /// `FeatureStatus(feature, status)` (5), not decoded.
+    #[serde(skip_serializing)]
+    FeatureStatus,
     /// `Error(error)` (6).
     Error(ServerError),
-    /// `FeatureInfo(feature, info)` (7); `info` is not decoded (layout not in the spec).
+    /// `FeatureInfo(feature, info)` (7): the feature only; the info after it is not decoded.
     FeatureInfo(Feature),
+    /// `SetFeatureInfo(feature)` (8), not decoded.
+    #[serde(skip_serializing)]
+    SetFeatureInfo,
     /// `ReadConfig(value)` (9).
     ReadConfig(u32),
     /// `WriteConfig` (10).
     WriteConfig,
-    /// A valid variant whose payload we never need: `Config` (1), `AllFeatures` (2),
-    /// `VendorCapabilities` (3), `FeatureStatus` (5), `SetFeatureInfo` (8).
-    Undecoded(u32),
+}
+
+impl Response {
+    /// `true` if pcid's payload of this variant goes beyond what is declared here, so bytes left
+    /// after decoding are expected rather than an error.
+    fn payload_skipped(&self) -> bool {
+        matches!(
+            self,
+            Self::Config
+                | Self::AllFeatures
+                | Self::VendorCapabilities
+                | Self::FeatureStatus
+                | Self::FeatureInfo(_)
+                | Self::SetFeatureInfo
+                | Self::Error(ServerError::Other)
+        )
+    }
 }
 
 fn protocol(msg: impl Into<String>) -> PlatformError {
     PlatformError::Protocol(msg.into())
 }
 
-/// A bounds-checked little-endian reader.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// pcid's bincode configuration: that of `bincode::serialize`/`deserialize_from` (little endian,
+/// fixed-width integers), with a size limit. Trailing bytes are checked by the caller.
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .allow_trailing_bytes()
+        .with_limit(MAX_RESPONSE_LEN)
 }
 
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], PlatformError> {
-        let bytes = self
-            .buf
-            .get(self.pos..self.pos.saturating_add(N))
-            .and_then(|s| <[u8; N]>::try_from(s).ok())
-            .ok_or_else(|| protocol(format!("pcid reply truncated at byte {}", self.pos)))?;
-        self.pos += N;
-        Ok(bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, PlatformError> {
-        self.take::<4>().map(u32::from_le_bytes)
-    }
-
-    fn end(&self) -> Result<(), PlatformError> {
-        match self.buf.len() - self.pos {
-            0 => Ok(()),
-            n => Err(protocol(format!("pcid reply has {n} trailing bytes"))),
-        }
+impl Request {
+    /// The bincode-1 bytes of this request (what one `write()` on the channel carries). Fails
+    /// only for a variant whose payload is not declared ([`Request::SetFeatureInfo`]).
+    pub fn encode(&self) -> Result<Vec<u8>, PlatformError> {
+        codec().serialize(self).map_err(|e| protocol(format!("pcid request {self:?}: {e}")))
     }
 }
 
 /// Decodes a reply payload (the bytes after the length prefix).
 pub fn decode_response(payload: &[u8]) -> Result<Response, PlatformError> {
-    let mut r = Reader { buf: payload, pos: 0 };
-    let resp = match r.u32()? {
-        0 => Response::EnabledDevice,
-        4 => Response::FeatureEnabled(Feature::from_tag(r.u32()?)?),
-        6 => Response::Error(match r.u32()? {
-            0 => ServerError::NonexistentFeature(Feature::from_tag(r.u32()?)?),
-            1 => ServerError::InvalidBitPattern,
-            // Unknown payload shape: do not check for trailing bytes.
-            t => return Ok(Response::Error(ServerError::Other(t))),
-        }),
-        // The feature comes first; the info after it is not decoded (so not length-checked).
-        7 => return Ok(Response::FeatureInfo(Feature::from_tag(r.u32()?)?)),
-        9 => Response::ReadConfig(r.u32()?),
-        10 => Response::WriteConfig,
-        t @ (1 | 2 | 3 | 5 | 8) => return Ok(Response::Undecoded(t)),
-        t => return Err(protocol(format!("unknown pcid reply tag {t}"))),
-    };
-    r.end()?;
+    let mut rest = payload;
+    let resp: Response =
+        codec().deserialize_from(&mut rest).map_err(|e| protocol(format!("pcid reply: {e}")))?;
+    if !rest.is_empty() && !resp.payload_skipped() {
+        return Err(protocol(format!("pcid reply {resp:?} has {} trailing bytes", rest.len())));
+    }
     Ok(resp)
 }
 
@@ -228,7 +209,7 @@ pub trait ChannelIo {
 /// beyond, because pcid answers a read past the end of a reply with `EINVAL`. An oversized reply
 /// is drained (so the channel stays usable) and refused.
 pub fn transact(io: &mut impl ChannelIo, req: &Request) -> Result<Response, PlatformError> {
-    let bytes = req.encode();
+    let bytes = req.encode()?;
     match io.write(&bytes) {
         Ok(n) if n == bytes.len() => {}
         Ok(n) => return Err(protocol(format!("pcid took {n} of {} request bytes", bytes.len()))),
@@ -285,12 +266,25 @@ pub struct PciAddr {
 }
 
 impl PciAddr {
-    /// Parses `SSSS--BB--DD.F` (a `/scheme/pci` entry) or `SSSS:BB:DD.F` (hex fields).
+    /// Parses a `/scheme/pci` entry in either of pcid's two formats, or the colon form (hex
+    /// fields; spec/redox.md §1.4):
+    /// - `SSSS--BB--DD.F` (`0000--00--03.0`): Redox `base` since 2026-02-07 (pci_types 0.10.1);
+    /// - `SS-BB--DD.F` (`00-00--03.0`): earlier pcid (pci_types 0.10.0), e.g. the test kit's;
+    /// - `SSSS:BB:DD.F` (`0000:00:03.0`).
     pub fn parse(s: &str) -> Option<Self> {
-        let sep = if s.contains("--") { "--" } else { ":" };
-        let (segment, rest) = s.split_once(sep)?;
-        let (bus, rest) = rest.split_once(sep)?;
-        let (device, function) = rest.split_once('.')?;
+        let (segment, bus, dev_fn) = match s.rsplit_once("--") {
+            Some((seg_bus, dev_fn)) => {
+                let (segment, bus) =
+                    seg_bus.split_once("--").or_else(|| seg_bus.split_once('-'))?;
+                (segment, bus, dev_fn)
+            }
+            None => {
+                let (segment, rest) = s.split_once(':')?;
+                let (bus, dev_fn) = rest.split_once(':')?;
+                (segment, bus, dev_fn)
+            }
+        };
+        let (device, function) = dev_fn.split_once('.')?;
         let hex = |field: &str, max_digits: usize| -> Option<u16> {
             let ok = (1..=max_digits).contains(&field.len())
                 && field.bytes().all(|b| b.is_ascii_hexdigit());
@@ -323,11 +317,6 @@ impl PciAddr {
         format!("pci-{:04x}-{:02x}-{:02x}.{}", self.segment, self.bus, self.device, self.function)
     }
 
-    /// The `/scheme/pci` entry, `SSSS--BB--DD.F`.
-    pub fn scheme_entry(&self) -> String {
-        format!("{:04x}--{:02x}--{:02x}.{}", self.segment, self.bus, self.device, self.function)
-    }
-
     /// `metadata[1]` of a config access `call` on `/scheme/pci/access`: segment at bit 28, bus
     /// at 20, device at 15, function at 12, offset in the low 12 bits.
     pub fn access_metadata(&self, offset: u16) -> u64 {
@@ -336,6 +325,31 @@ impl PciAddr {
             | (u64::from(self.device & 0x1f) << 15)
             | (u64::from(self.function & 7) << 12)
             | u64::from(offset & 0xfff)
+    }
+}
+
+/// One `/scheme/pci` entry: its name exactly as pcid listed it, and the address it names.
+///
+/// Paths under the entry are built from the listed name, never re-formatted from the address:
+/// the two pcid generations spell the same address differently (`00-00--03.0` and
+/// `0000--00--03.0`) and each knows only its own spelling.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PciEntry {
+    /// The function's address.
+    pub addr: PciAddr,
+    /// The entry's name as listed.
+    pub name: String,
+}
+
+impl PciEntry {
+    /// A listed entry name, if it names a function (other entries, e.g. `access`, give `None`).
+    pub fn parse(name: &str) -> Option<Self> {
+        PciAddr::parse(name).map(|addr| Self { addr, name: name.to_owned() })
+    }
+
+    /// `/scheme/pci/<entry as listed>/channel`.
+    pub fn channel_path(&self) -> String {
+        format!("/scheme/pci/{}/channel", self.name)
     }
 }
 
@@ -415,18 +429,41 @@ mod tests {
         v
     }
 
+    fn enc(req: Request) -> Vec<u8> {
+        req.encode().expect("encodable request")
+    }
+
     #[test]
     fn requests_are_byte_exact() {
-        assert_eq!(Request::ReadConfig(0x10).encode(), [7, 0, 0, 0, 0x10, 0]);
-        assert_eq!(Request::ReadConfig(0xffc).encode(), [7, 0, 0, 0, 0xfc, 0x0f]);
+        assert_eq!(enc(Request::ReadConfig(0x10)), [7, 0, 0, 0, 0x10, 0]);
+        assert_eq!(enc(Request::ReadConfig(0xffc)), [7, 0, 0, 0, 0xfc, 0x0f]);
         assert_eq!(
-            Request::WriteConfig(0x04, 0x0000_0407).encode(),
+            enc(Request::WriteConfig(0x04, 0x0000_0407)),
             [8, 0, 0, 0, 0x04, 0, 0x07, 0x04, 0, 0]
         );
-        assert_eq!(Request::EnableDevice.encode(), [0, 0, 0, 0]);
-        assert_eq!(Request::EnableFeature(Feature::MsiX).encode(), [4, 0, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(Request::EnableFeature(Feature::Msi).encode(), [4, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(Request::FeatureInfo(Feature::MsiX).encode(), [5, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(enc(Request::EnableDevice), [0, 0, 0, 0]);
+        assert_eq!(enc(Request::RequestConfig), [1, 0, 0, 0]);
+        assert_eq!(enc(Request::RequestVendorCapabilities), [3, 0, 0, 0]);
+        assert_eq!(enc(Request::EnableFeature(Feature::MsiX)), [4, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(enc(Request::EnableFeature(Feature::Msi)), [4, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(enc(Request::FeatureInfo(Feature::MsiX)), [5, 0, 0, 0, 1, 0, 0, 0]);
+        // A variant whose payload is not declared is refused, not sent as a bare tag.
+        assert!(is_protocol(Request::SetFeatureInfo.encode()));
+    }
+
+    #[test]
+    fn requests_round_trip_as_pcid_reads_them() {
+        for req in [
+            Request::EnableDevice,
+            Request::RequestFeatures,
+            Request::EnableFeature(Feature::Msi),
+            Request::FeatureInfo(Feature::MsiX),
+            Request::ReadConfig(0xffc),
+            Request::WriteConfig(0x44, 0xdead_beef),
+        ] {
+            let bytes = enc(req);
+            assert_eq!(bincode::deserialize::<Request>(&bytes).ok(), Some(req), "{bytes:?}");
+        }
     }
 
     #[test]
@@ -444,8 +481,17 @@ mod tests {
             decode_response(&[7, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]),
             Ok(Response::FeatureInfo(Feature::MsiX))
         );
-        // Config(...) and friends are recognised, not decoded.
-        assert_eq!(decode_response(&[1, 0, 0, 0, 0xaa, 0xbb]), Ok(Response::Undecoded(1)));
+        // Config(...) and friends are recognised by tag, their payload skipped.
+        assert_eq!(decode_response(&[1, 0, 0, 0, 0xaa, 0xbb]), Ok(Response::Config));
+        assert_eq!(
+            decode_response(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Ok(Response::AllFeatures)
+        );
+        assert_eq!(decode_response(&[5, 0, 0, 0, 1, 0, 0, 0, 1]), Ok(Response::FeatureStatus));
+        assert_eq!(decode_response(&[8, 0, 0, 0, 1, 0, 0, 0]), Ok(Response::SetFeatureInfo));
+        // What serde encodes is what the hand-written layout says.
+        let ours = bincode::serialize(&Response::ReadConfig(0x000d_1b36)).ok();
+        assert_eq!(ours.as_deref(), Some(&f[8..]));
     }
 
     #[test]
@@ -460,7 +506,7 @@ mod tests {
         );
         assert_eq!(
             decode_response(&[6, 0, 0, 0, 9, 0, 0, 0, 0xff]),
-            Ok(Response::Error(ServerError::Other(9)))
+            Ok(Response::Error(ServerError::Other))
         );
     }
 
@@ -627,12 +673,16 @@ mod tests {
     #[test]
     fn pci_addresses() {
         let a = PciAddr { segment: 0, bus: 0, device: 3, function: 0 };
+        // Both /scheme/pci spellings (current base, and the pcid of the test kit) and the colon
+        // form name the same function.
         assert_eq!(PciAddr::parse("0000--00--03.0"), Some(a));
+        assert_eq!(PciAddr::parse("00-00--03.0"), Some(a));
         assert_eq!(PciAddr::parse("0000:00:03.0"), Some(a));
         assert_eq!(a.name(), "pci-0000-00-03.0");
-        assert_eq!(a.scheme_entry(), "0000--00--03.0");
         let b = PciAddr { segment: 0x1a, bus: 0xff, device: 0x1f, function: 7 };
-        assert_eq!(PciAddr::parse(&b.scheme_entry()), Some(b));
+        assert_eq!(PciAddr::parse("001a--ff--1f.7"), Some(b));
+        assert_eq!(PciAddr::parse("1a-ff--1f.7"), Some(b));
+        assert_eq!(PciAddr::parse("001a:ff:1f.7"), Some(b));
         assert_eq!(b.name(), "pci-001a-ff-1f.7");
         for bad in [
             "",
@@ -643,6 +693,12 @@ mod tests {
             "0000--00",
             "00000--00--03.0",
             "+0--00--03.0",
+            "0000---00--03.0",
+            "00-00-03.0",
+            "00--03.0",
+            "00-00--03",
+            "00-00--03.0.0",
+            "0000:00--03.0",
             "access",
         ] {
             assert_eq!(PciAddr::parse(bad), None, "{bad}");
@@ -651,12 +707,33 @@ mod tests {
         assert_eq!(PciAddr::from_path("pci:0000--00--03.0/channel"), Some(a));
         assert_eq!(PciAddr::from_path("pci:/0000--00--03.0/channel"), Some(a));
         assert_eq!(PciAddr::from_path("pci:0000:00:03.0/channel"), Some(a));
+        assert_eq!(PciAddr::from_path("/scheme/pci/00-00--03.0/channel"), Some(a));
         assert_eq!(PciAddr::from_path("pci:channel"), None);
         assert_eq!(PciAddr::from_path(""), None);
         assert_eq!(
             b.access_metadata(0x10),
             (0x1a << 28) | (0xff << 20) | (0x1f << 15) | (7 << 12) | 0x10
         );
+    }
+
+    #[test]
+    fn channels_open_by_the_entry_as_listed() {
+        for (listed, addr) in [
+            ("00-00--03.0", PciAddr { segment: 0, bus: 0, device: 3, function: 0 }),
+            ("0000--00--04.0", PciAddr { segment: 0, bus: 0, device: 4, function: 0 }),
+            ("01-2a--1f.7", PciAddr { segment: 1, bus: 0x2a, device: 0x1f, function: 7 }),
+        ] {
+            let e = PciEntry::parse(listed).expect(listed);
+            assert_eq!(e.addr, addr);
+            assert_eq!(e.name, listed);
+            assert_eq!(e.channel_path(), format!("/scheme/pci/{listed}/channel"));
+        }
+        assert_eq!(PciEntry::parse("access"), None);
+        // Listed in either format, entries sort by address.
+        let mut v: Vec<_> =
+            ["0000--00--04.0", "00-00--03.0"].iter().filter_map(|n| PciEntry::parse(n)).collect();
+        v.sort();
+        assert_eq!(v[0].name, "00-00--03.0");
     }
 
     #[test]

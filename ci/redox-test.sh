@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The Redox phase of .ci/run: ptnetd cross-linked for Redox, put in images made from the Redox
+# test kit (shared/redox-kit, beside this repository), and booted four times under QEMU against
+# ptnet-host, each boot with its own verdict line ("PASS: redox NAME" / "FAIL: redox NAME: ...").
+#
+#   1. reflector    ptnetd --selftest 20000 over one ring pair, reflector port
+#   2. switch       the same image, the port on the switch with the reflect endpoint beside a
+#                   sink and a source of broadcasts (counted by the guest as foreign=, not failed)
+#   3. vnet-4rings  4 ring pairs and the 12-byte virtio-net header (switch + reflect endpoint
+#                   with --vnet: only switch ports accept the header, as netmap's VALE ports)
+#   4. daemon       the plain daemon: start line, readiness to pcid-spawner, clean shutdown
+#
+#   ci/redox-test.sh                 everything (cross-build, images, four boots)
+#   ci/redox-test.sh --boots "1 4"   only these boots
+#   ci/redox-test.sh --ptnetd BIN    a ptnetd already built for Redox (e.g. a deliberately
+#                                    broken one, to see the run fail)
+# Options: --out DIR (images; default a temporary directory, removed), --timeout S (per boot,
+# default 120), --toolchain TC (see ci/redox-image.sh).
+# Stops at the first failing boot; exits non-zero on FAIL.
+set -euo pipefail
+
+# shellcheck source=ci/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OUT=
+BOOTS="1 2 3 4"
+TIMEOUT=120
+IMAGE_ARGS=()
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) OUT=${2:?--out needs a directory}; shift ;;
+    --boots) BOOTS=${2:?--boots needs a list}; shift ;;
+    --timeout) TIMEOUT=${2:?--timeout needs a value}; shift ;;
+    --ptnetd | --toolchain) IMAGE_ARGS+=("$1" "${2:?$1 needs a value}"); shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+T0=$(now)
+TMP_OUT=
+if [ -z "$OUT" ]; then
+  OUT=$(mktemp -d "${TMPDIR:-/tmp}/ptnet-redox-img.XXXXXX")
+  TMP_OUT=$OUT
+fi
+trap '[ -z "$TMP_OUT" ] || rm -rf "$TMP_OUT"' EXIT
+
+bash "$CI_DIR/redox-image.sh" --out "$OUT" "${IMAGE_ARGS[@]}"
+
+boot() { bash "$CI_DIR/redox-qemu-test.sh" --bios --timeout "$TIMEOUT" "$@"; }
+for n in $BOOTS; do
+  case $n in
+    1) boot --name reflector --image "$OUT/selftest.img" --min-frames 20000 ;;
+    2) boot --name switch --image "$OUT/selftest.img" --min-frames 20000 --switch ;;
+    3) boot --name vnet-4rings --image "$OUT/vnet.img" --min-frames 10000 \
+      --host-args "--backend switch --reflect --vnet --rings 4" \
+      --expect 'ptnetd: .* rings 4/4 .* vnet_hdr_len 12 ' --expect ': 8 vectors on CPU' ;;
+    4) boot --name daemon --image "$OUT/daemon.img" --no-selftest ;;
+    *) die "no boot $n (1..4)" ;;
+  esac
+done
+echo "TIME: redox phase $(secs_since "$T0")s (boots: $BOOTS)"
