@@ -9,6 +9,8 @@
 #   ci/redox/initfs/                  (etc/init.rc: the daemons, then pcid-spawner)
 #   etc/pcid/initfs.toml              <- ci/redox/match/NAME.toml (ptnetd's command line)
 #   lib/drivers/ptnetd                <- the cross-linked binary
+#   bin/ptnet-scheme-test, bin/ptnet-net-test   <- the test clients, cross-linked with it
+#   etc/init.rc                       += ci/redox/match/NAME.rc, if there is one
 # and makes DIR/NAME.img with the kit's make-image.sh (which adds the kit's own programs).
 #
 # Options:
@@ -55,12 +57,19 @@ if [ -z "$PTNETD" ]; then
     CARGO_TARGET_X86_64_UNKNOWN_REDOX_LINKER=$REDOX_KIT/sysroot/bin/x86_64-unknown-redox-gcc \
       CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_DEBUG=0 \
       cargo "+$TOOLCHAIN" build --release --target x86_64-unknown-redox \
-      -Zbuild-std=std,panic_abort --bin ptnetd) >"$log" 2>&1; then
+      -Zbuild-std=std,panic_abort --bin ptnetd --bin ptnet-scheme-test --bin ptnet-net-test) \
+      >"$log" 2>&1; then
     tail -30 "$log" | sed 's/^/cargo| /' >&2
     die "ptnetd does not build or link for x86_64-unknown-redox (log: $log)"
   fi
   PTNETD=$CARGO_TARGET/x86_64-unknown-redox/release/ptnetd
 fi
+# The test clients (scheme checks, netstack checks): built beside ptnetd when it is built here.
+CLIENTS=()
+for c in ptnet-scheme-test ptnet-net-test; do
+  f=$CARGO_TARGET/x86_64-unknown-redox/release/$c
+  [ -x "$f" ] && CLIENTS+=("$f")
+done
 [ -x "$PTNETD" ] || die "no ptnetd binary at $PTNETD"
 pass "ptnetd linked for x86_64-unknown-redox: $PTNETD ($(du -k "$PTNETD" | cut -f1) KiB)"
 phase_end
@@ -74,6 +83,10 @@ for match in "$CI_DIR"/redox/match/*.toml; do
   mkdir -p "$root/etc/pcid" "$root/lib/drivers"
   cp "$match" "$root/etc/pcid/initfs.toml"
   cp "$PTNETD" "$root/lib/drivers/ptnetd"
+  mkdir -p "$root/bin"
+  [ ${#CLIENTS[@]} -eq 0 ] || cp "${CLIENTS[@]}" "$root/bin/"
+  # An image's own init.rc lines (its test clients) follow the common ones.
+  [ ! -f "${match%.toml}.rc" ] || cat "${match%.toml}.rc" >>"$root/etc/init.rc"
   "$REDOX_KIT/make-image.sh" "$OUT/$name.img" "$root" >/dev/null ||
     die "make-image.sh $OUT/$name.img failed"
   pass "image $OUT/$name.img: $(grep -m1 -o 'command = .*' "$match")"

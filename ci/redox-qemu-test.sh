@@ -36,6 +36,8 @@
 #   --source-pps P   broadcast rate of the host source with --switch (default 2000)
 #   --min-frames N   the self test's sent= and received= must each be >= N
 #   --expect RE      a serial console line must match the extended regex RE (repeatable)
+#   --wait-for RE    with --no-selftest: after readiness, wait for a line matching RE (the test
+#                    clients of the image finishing) before the device is made to go away
 #   --timeout S      give up after S seconds (default 240)
 #   --host-args "A"  extra ptnet-host options (after the defaults: a repeated option wins)
 #   --cpu MODEL      QEMU CPU model (default core2duo, as Redox's own mk/qemu.mk under TCG)
@@ -58,6 +60,7 @@ SWITCH=0
 SOURCE_PPS=2000
 MIN_FRAMES=0
 EXPECT=()
+WAIT_FOR=
 TIMEOUT=240
 HOST_ARGS=${PTNET_HOST_ARGS:-}
 CPU=core2duo
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
     --source-pps) SOURCE_PPS=${2:?--source-pps needs a value}; shift ;;
     --min-frames) MIN_FRAMES=${2:?--min-frames needs a value}; shift ;;
     --expect) EXPECT+=("${2:?--expect needs a regex}"); shift ;;
+    --wait-for) WAIT_FOR=${2:?--wait-for needs a regex}; shift ;;
     --bios) FIRMWARE=bios ;;
     --uefi) FIRMWARE=uefi ;;
     --no-selftest) SELFTEST=0 ;;
@@ -197,7 +201,7 @@ monitor() {
 }
 
 # What ends a run at once, as a failure (extended regexes over the serial console).
-FATAL_RE='\[ERROR ptnetd|panicked at|exited without notifying readiness|ptnetd: selftest FAIL'
+FATAL_RE='\[ERROR ptnetd|panicked at|exited without notifying readiness|ptnetd: selftest FAIL|ptnet-(scheme|net)-test: .*FAIL'
 MAC_RE='([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}'
 SHUTDOWN_RE='ptnetd: .* shut down'
 start_line() { grep -E 'ptnetd' "$LOG" | grep -E "$MAC_RE" | grep -vE 'selftest (PASS|FAIL)' | head -1 || true; }
@@ -246,6 +250,16 @@ done
 # The plain daemon stays: check that it does, then make its device go away (stop ptnet-host:
 # QEMU then answers the function's registers with all-ones) and expect a clean shutdown.
 EARLY_EXIT=0
+if [ "$VERDICT" = started ] && [ -n "$WAIT_FOR" ]; then
+  while kill -0 "$QEMU_PID" 2>/dev/null &&
+    awk -v a="$(secs_since "$T_BOOT")" -v t="$TIMEOUT" 'BEGIN { exit !(a < t) }'; do
+    refresh_log
+    grep -qE "$FATAL_RE" "$LOG" && { VERDICT=fatal; break; }
+    grep -qE "$WAIT_FOR" "$LOG" && break
+    sleep 0.5
+  done
+  say "$NAME: clients done after $(secs_since "$T_BOOT")s"
+fi
 if [ "$VERDICT" = started ]; then
   sleep 2
   refresh_log

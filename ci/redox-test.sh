@@ -8,7 +8,9 @@
 #                   sink and a source of broadcasts (counted by the guest as foreign=, not failed)
 #   3. vnet-4rings  4 ring pairs and the 12-byte virtio-net header (switch + reflect endpoint
 #                   with --vnet: only switch ports accept the header, as netmap's VALE ports)
-#   4. daemon       the plain daemon: start line, readiness to pcid-spawner, clean shutdown
+#   4. daemon       the plain daemon (2 ring pairs, reflector): both schemes registered,
+#                   readiness to pcid-spawner; ptnet-scheme-test from init.rc (stack mode, zero
+#                   copy, ring ownership: PASS lines); then the device goes away: clean shutdown
 #
 #   ci/redox-test.sh                 everything (cross-build, images, four boots)
 #   ci/redox-test.sh --boots "1 4"   only these boots
@@ -57,7 +59,12 @@ for n in $BOOTS; do
     3) boot --name vnet-4rings --image "$OUT/vnet.img" --min-frames 10000 \
       --host-args "--backend switch --reflect --vnet --rings 4" \
       --expect 'ptnetd: .* rings 4/4 .* vnet_hdr_len 12 ' --expect ': 8 vectors on CPU' ;;
-    4) boot --name daemon --image "$OUT/daemon.img" --no-selftest ;;
+    4) boot --name daemon --image "$OUT/daemon.img" --no-selftest --host-args "--rings 2" \
+      --wait-for 'ptnet-scheme-test: ownership (PASS|FAIL)' \
+      --expect 'scheme network\.pci-[0-9a-f.-]+_ptnet registered' \
+      --expect 'scheme netmap\.pci-[0-9a-f.-]+_ptnet registered' \
+      --expect 'entered the null namespace' --expect 'ptnet-scheme-test: stack PASS' --expect 'ptnet-scheme-test: zerocopy PASS' \
+      --expect 'ptnet-scheme-test: ownership PASS' ;;
     *) die "no boot $n (1..4)" ;;
   esac
 done

@@ -226,6 +226,17 @@ fn ownership_and_mode_switch_account_for_every_frame() {
     let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
     assert_eq!(&buf[..n], &frame(1, 2, 100, 100)[..], "ring 1 serves the stack");
     drop(holder);
+    // N7: the stack sticks to TX ring 1 after ring 0 comes back (no reordering across rings).
+    let before = a.k.snapshot().rings;
+    let t0 = std::time::Instant::now();
+    while b.k_owner(0) != Owner::Stack || a.k_owner(0) != Owner::Stack {
+        assert!(t0.elapsed() < T, "ring 0 never came back");
+    }
+    a.k.write(NET, da, &frame(1, 2, 101, 100), 0).unwrap();
+    let n = b.k.read(NET, db, &mut buf, 0, 0).unwrap();
+    assert_eq!(&buf[..n], &frame(1, 2, 101, 100)[..]);
+    let after = a.k.snapshot().rings;
+    assert_eq!((after[0].frames, after[1].frames), (before[0].frames, before[1].frames + 1));
     // The client goes away with 6 frames unread: the stack reads them, once each.
     drop(c);
     for k in 4..10 {

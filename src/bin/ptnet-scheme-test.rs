@@ -234,6 +234,14 @@ impl<O: Os> Ctx<'_, O> {
         self.zero_copy(mac, &mut p, 20_000, self.frames / 2)?;
         drop(p);
         self.round_trip_stack(&d, mac, 30_000, self.frames / 2)?;
+        // Ring 0 is free again (the close reaches the daemon asynchronously: retry a while).
+        loop {
+            match NetmapPort::open(self.os, &self.name, "0") {
+                Ok(_) => break,
+                Err(ClientError::Errno(EBUSY)) => self.late("ring 0 back after close")?,
+                Err(e) => return Err(format!("reopen of ring 0: {e}")),
+            }
+        }
         Ok(format!("{rings} ring pairs: EBUSY, stack and zero-copy side by side, ring 0 back"))
     }
 }

@@ -33,6 +33,7 @@ pub const PAD_TO: usize = 60;
 pub(crate) struct StackState {
     scratch: Vec<u8>,
     rx_next: u32,
+    tx_ring: Option<u32>,
     dirty: Vec<bool>,
 }
 
@@ -40,7 +41,7 @@ impl StackState {
     pub(crate) fn new<P: Platform>(nic: &Ptnet<P>) -> Self {
         let info = nic.info();
         let scratch = vec![0u8; NETMAP_MAX_FRAGS * info.buf_size as usize];
-        Self { scratch, rx_next: 0, dirty: vec![false; nic.num_rings() as usize] }
+        Self { scratch, rx_next: 0, tx_ring: None, dirty: vec![false; nic.num_rings() as usize] }
     }
 }
 
@@ -49,8 +50,17 @@ fn stack_rx_rings<P: Platform>(d: &Daemon<P>) -> impl Iterator<Item = u32> + '_ 
     (tx..d.nic.num_rings()).filter(|&i| d.owners[i as usize] == Owner::Stack)
 }
 
-fn stack_tx_ring<P: Platform>(d: &Daemon<P>) -> Option<u32> {
-    (0..d.nic.info().tx_rings).find(|&i| d.owners[i as usize] == Owner::Stack)
+/// The TX ring the stack writes to (N7): the one it used last while it still owns it, else the
+/// lowest it owns. Sticking to one ring keeps a flow's frames in order: a ring given back by a
+/// client does not make the stack jump to it while frames are in flight on the other one.
+fn stack_tx_ring<P: Platform>(d: &mut Daemon<P>) -> Option<u32> {
+    let owned = |i: u32| d.owners.get(i as usize) == Some(&Owner::Stack);
+    let i = match d.stack.tx_ring.filter(|&i| owned(i)) {
+        Some(i) => i,
+        None => (0..d.nic.info().tx_rings).find(|&i| owned(i))?,
+    };
+    d.stack.tx_ring = Some(i);
+    Some(i)
 }
 
 /// Receives one frame from the stack's RX rings, round-robin, into `buf` (N4, N7). Frames the
