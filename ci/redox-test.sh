@@ -11,6 +11,9 @@
 #   4. daemon       the plain daemon (2 ring pairs, reflector): both schemes registered,
 #                   readiness to pcid-spawner; ptnet-scheme-test from init.rc (stack mode, zero
 #                   copy, ring ownership: PASS lines); then the device goes away: clean shutdown
+#   5. netstack     two VMs on the switch, each with ptnetd and Redox's own netstack (smolnetd):
+#                   UDP echoed through std::net (10,000 datagrams, none lost) and a TCP
+#                   transfer checked by SHA-256 (ci/redox-netstack-test.sh)
 #
 #   ci/redox-test.sh                 everything (cross-build, images, four boots)
 #   ci/redox-test.sh --boots "1 4"   only these boots
@@ -25,7 +28,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 OUT=
-BOOTS="1 2 3 4"
+BOOTS="1 2 3 4 5"
 TIMEOUT=120
 IMAGE_ARGS=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -59,13 +62,15 @@ for n in $BOOTS; do
     3) boot --name vnet-4rings --image "$OUT/vnet.img" --min-frames 10000 \
       --host-args "--backend switch --reflect --vnet --rings 4" \
       --expect 'ptnetd: .* rings 4/4 .* vnet_hdr_len 12 ' --expect ': 8 vectors on CPU' ;;
+    5) bash "$CI_DIR/redox-netstack-test.sh" --image-a "$OUT/net-a.img" --image-b "$OUT/net-b.img" \
+      --timeout "$TIMEOUT" ;;
     4) boot --name daemon --image "$OUT/daemon.img" --no-selftest --host-args "--rings 2" \
       --wait-for 'ptnet-scheme-test: ownership (PASS|FAIL)' \
       --expect 'scheme network\.pci-[0-9a-f.-]+_ptnet registered' \
       --expect 'scheme netmap\.pci-[0-9a-f.-]+_ptnet registered' \
       --expect 'entered the null namespace' --expect 'ptnet-scheme-test: stack PASS' --expect 'ptnet-scheme-test: zerocopy PASS' \
       --expect 'ptnet-scheme-test: ownership PASS' ;;
-    *) die "no boot $n (1..4)" ;;
+    *) die "no boot $n (1..5)" ;;
   esac
 done
 echo "TIME: redox phase $(secs_since "$T0")s (boots: $BOOTS)"

@@ -46,7 +46,7 @@ enum Cmd {
     },
     /// Echoes UDP datagrams, then sinks one TCP transfer and answers its SHA-256.
     Serve {
-        /// Local UDP and TCP address.
+        /// Local UDP address; TCP listens on the next port (any address).
         #[arg(long)]
         bind: SocketAddr,
         /// The client's UDP address (the socket connects to it).
@@ -64,7 +64,7 @@ enum Cmd {
         /// Local UDP address.
         #[arg(long)]
         bind: SocketAddr,
-        /// The server's address.
+        /// The server's UDP address (its TCP port is the next one).
         #[arg(long)]
         server: SocketAddr,
         /// Datagrams to have echoed (none may be lost).
@@ -133,10 +133,12 @@ fn serve(bind: SocketAddr, peer: SocketAddr, count: u64, idle: Duration) -> Resu
         }
     }
     println!("ptnet-net-test: udp-echo PASS echoed={echoed}");
-    let l = TcpListener::bind(bind).map_err(|e| format!("tcp bind: {e}"))?;
+    let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), bind.port() + 1);
+    let l = TcpListener::bind(any).map_err(|e| format!("tcp bind {any}: {e}"))?;
     let (mut c, from) = l.accept().map_err(|e| format!("tcp accept: {e}"))?;
-    c.set_read_timeout(Some(idle))
-        .and_then(|()| c.set_write_timeout(Some(idle)))
+    let t = idle.min(Duration::from_secs(30));
+    c.set_read_timeout(Some(t))
+        .and_then(|()| c.set_write_timeout(Some(t)))
         .map_err(|e| e.to_string())?;
     let mut len = [0u8; 8];
     c.read_exact(&mut len).map_err(|e| format!("tcp length: {e}"))?;
@@ -224,14 +226,16 @@ fn udp_client(
 }
 
 fn tcp_client(server: SocketAddr, bytes: u64, end: Instant) -> Result<String, String> {
+    let server = SocketAddr::new(server.ip(), server.port() + 1);
     let mut c = loop {
-        match TcpStream::connect(server) {
+        match TcpStream::connect_timeout(&server, Duration::from_secs(5)) {
             Ok(c) => break c,
             Err(e) if Instant::now() > end => return Err(format!("tcp connect: {e}")),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     };
-    let t = end.saturating_duration_since(Instant::now());
+    // A stalled transfer fails with the position it stalled at, well before the overall end.
+    let t = end.saturating_duration_since(Instant::now()).min(Duration::from_secs(20));
     c.set_read_timeout(Some(t))
         .and_then(|()| c.set_write_timeout(Some(t)))
         .map_err(|e| e.to_string())?;

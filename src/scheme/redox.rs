@@ -14,6 +14,9 @@ use redox_scheme::{SignalBehavior, Socket};
 use std::time::{Duration, Instant};
 use syscall::error::{EAGAIN, EEXIST, EWOULDBLOCK};
 
+/// How often the event loop logs its counters.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
 /// The two scheme sockets, indexed by [`Which`].
 pub struct Sockets([Socket; 2]);
 
@@ -63,6 +66,7 @@ pub fn serve(
 ) -> Result<(), String> {
     let mut out = Vec::new();
     let mut last_poll = Instant::now();
+    let mut last_stats = Instant::now();
     loop {
         for which in [Which::Network, Which::Netmap] {
             let sock = &socks.0[which as usize];
@@ -79,6 +83,19 @@ pub fn serve(
             }
         }
         let due = last_poll.elapsed() >= poll;
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            let s = server.daemon().stats();
+            log::info!(
+                "ptnetd: calls {} frames read {} written {} syncs {} events {} parked {}",
+                s.calls,
+                s.frames_read,
+                s.frames_written,
+                s.syncs,
+                s.events,
+                server.parked()
+            );
+        }
         if due {
             last_poll = Instant::now();
             if !server.daemon().nic().present() {
