@@ -237,10 +237,14 @@ fn hostile_host_cannot_crash_the_driver() {
 #[test]
 fn lost_interrupts_do_not_stall_traffic() {
     let (pa, pb) = pipe(1, 256);
-    let mut a =
-        nic(&pa, DriverConfig { poll_interval: Duration::from_millis(2), ..Default::default() });
-    let mut b =
-        nic(&pb, DriverConfig { poll_interval: Duration::from_millis(2), ..Default::default() });
+    let mut a = nic(
+        &pa,
+        DriverConfig { poll_interval: Some(Duration::from_millis(2)), ..Default::default() },
+    );
+    let mut b = nic(
+        &pb,
+        DriverConfig { poll_interval: Some(Duration::from_millis(2)), ..Default::default() },
+    );
     a.vm.irq().set_loss(1);
     b.vm.irq().set_loss(1);
     let f: Vec<_> = (0..2000).map(|s| frame(s, 60 + (s as usize * 97) % 4000)).collect();

@@ -114,13 +114,16 @@ fn layout(e: impl fmt::Display) -> DriverError {
 pub struct DriverConfig {
     /// Negotiate `PTNETMAP_F_VNET_HDR` and use a 12-byte header if acked (§4, §10).
     pub vnet_hdr: bool,
-    /// Polling fallback for lost interrupts: syncs run at least this often while waiting.
-    pub poll_interval: Duration,
+    /// Polling fallback for lost interrupts (§9): while waiting, every ring is reported at
+    /// least this often. `None` turns the fallback off, so that [`Ptnet::wait_work`] reports
+    /// interrupts only (protocol tests run this way: a lost wake-up then stalls and fails
+    /// instead of costing one interval).
+    pub poll_interval: Option<Duration>,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        Self { vnet_hdr: false, poll_interval: Duration::from_millis(10) }
+        Self { vnet_hdr: false, poll_interval: Some(Duration::from_millis(10)) }
     }
 }
 
@@ -611,23 +614,24 @@ impl<P: Platform> Ptnet<P> {
 
     /// Waits for work (§9): returns the rings whose interrupts fired, or, when none fired within
     /// the polling interval (or `max`, if shorter), every ring: a lost interrupt costs at most
-    /// one interval, never a stall.
+    /// one interval, never a stall. With the fallback off it waits up to `max` and reports
+    /// interrupts only (0: none arrived; spurious wake-ups are possible).
     pub fn wait_work(&mut self, platform: &P, max: Duration) -> u64 {
         let mask = self.take_interrupts(false);
         if mask != 0 {
             return mask;
         }
-        platform.wait_interrupts(self.cfg.poll_interval.min(max));
+        platform.wait_interrupts(self.cfg.poll_interval.map_or(max, |p| p.min(max)));
         let mask = self.take_interrupts(false);
-        if mask != 0 {
+        if mask != 0 || self.cfg.poll_interval.is_none() {
             mask
         } else {
             self.take_interrupts(true)
         }
     }
 
-    /// The polling interval of the lost-interrupt fallback.
-    pub fn poll_interval(&self) -> Duration {
+    /// The polling interval of the lost-interrupt fallback (`None`: off).
+    pub fn poll_interval(&self) -> Option<Duration> {
         self.cfg.poll_interval
     }
 

@@ -219,6 +219,23 @@ impl GuestRing {
         r
     }
 
+    /// The copy path's "nothing to do now" step (§8.5 TX 1 / RX 1, §5.4 rule 3):
+    /// `appl_need_kick = 1`, full barrier, tail sync (the host's indices copied once and
+    /// validated, [`GuestRing::sync_tail`]), then `ready` on the fresh state. If `ready` holds,
+    /// `appl_need_kick = 0` and `true`: go on. Otherwise `false` with the ring left armed, so
+    /// whatever the host publishes next raises an interrupt. A bad index from the host is
+    /// counted and ignored: it can neither wake the caller nor disarm the ring.
+    pub fn rearm_sync_tail(&mut self, ready: impl FnOnce(&Self) -> bool) -> bool {
+        let atok = self.atok.clone();
+        rearm_then_recheck(
+            |v| atok.set_appl_need_kick(v),
+            || {
+                let _ = self.sync_tail();
+                ready(self)
+            },
+        )
+    }
+
     /// Enables (`true`) or disables interrupts for this ring (netmap `nm_intr`).
     pub fn set_interrupts(&mut self, on: bool) {
         self.no_interrupts = !on;
