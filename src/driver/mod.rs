@@ -173,14 +173,82 @@ impl fmt::Display for DeviceInfo {
     }
 }
 
-/// A bound ptnet NIC.
-pub struct Ptnet<P: Platform> {
-    nic: P::Function,
-    memdev: P::Function,
+/// The NIC while it may hold the CSB addresses (§11): from the BAH/BAL writes of bring-up
+/// until DELETE and the BAL writes of teardown. It owns the CSB pages, so they cannot be
+/// released before the device lets go of them: [`Drop`] performs the teardown unless
+/// [`Ptnet::shutdown`] (its explicit form) already did. Every error of the bring-up after the
+/// BAL writes therefore stops the device before the pages go.
+struct Bound<F: PciFunction> {
+    nic: F,
     /// The GH (atok) and HG (ktoa) arrays: one zeroed page each (§5.1: the protocol passes the
     /// two addresses separately, so they need not be adjacent; separate pages spare platforms
-    /// the search for physically contiguous memory).
+    /// the search for physically contiguous memory). Ring entries hold sub-windows of them;
+    /// the memory is released with the last one, never before this guard's teardown.
     csb: [Dma; 2],
+    /// The device may hold the CSB addresses (BAL written non-zero, not yet zeroed).
+    holds_csb: bool,
+}
+
+impl<F: PciFunction> Bound<F> {
+    /// B4: hands the device the CSB addresses, high word first, GH then HG (§5.1).
+    fn new(nic: F, csb: [Dma; 2]) -> Self {
+        let (gh_pa, hg_pa) = (csb[0].phys, csb[1].phys);
+        let me = Self { nic, csb, holds_csb: true };
+        for (bah, bal, pa) in [
+            (regs::CSB_GH_BAH, regs::CSB_GH_BAL, gh_pa),
+            (regs::CSB_HG_BAH, regs::CSB_HG_BAL, hg_pa),
+        ] {
+            set_reg(&me.nic, bah, (pa >> 32) as u32);
+            set_reg(&me.nic, bal, pa as u32);
+        }
+        me
+    }
+
+    /// `PTCTL` DELETE and its status (§11).
+    fn delete(&self) -> Result<(), DriverError> {
+        set_reg(&self.nic, regs::PTCTL, regs::PTCTL_DELETE);
+        let st = reg(&self.nic, regs::PTCTL);
+        if st != status::OK {
+            return Err(DriverError::Ctl { cmd: regs::PTCTL_DELETE, status: st });
+        }
+        Ok(())
+    }
+
+    /// Teardown (§11): DELETE, then zero the CSB addresses (each BAL write unmaps on the host,
+    /// with another implicit DELETE), whatever DELETE's status. Afterwards the pages may go.
+    fn release(&mut self) -> Result<(), DriverError> {
+        if !self.holds_csb {
+            return Ok(());
+        }
+        let r = self.delete();
+        for off in [regs::CSB_GH_BAH, regs::CSB_GH_BAL, regs::CSB_HG_BAH, regs::CSB_HG_BAL] {
+            set_reg(&self.nic, off, 0);
+        }
+        self.holds_csb = false;
+        r
+    }
+}
+
+impl<F: PciFunction> Drop for Bound<F> {
+    fn drop(&mut self) {
+        if self.holds_csb {
+            log::info!(
+                "ptnetd: {}: released without shutdown: stopping the device",
+                self.nic.name()
+            );
+            if let Err(e) = self.release() {
+                log::warn!("ptnetd: {}: {e}", self.nic.name());
+            }
+        }
+    }
+}
+
+/// A bound ptnet NIC.
+pub struct Ptnet<P: Platform> {
+    /// First field: dropped first, so the device is stopped before the interrupt vectors, the
+    /// memdev mapping and the CSB windows of the rings go.
+    dev: Bound<P::Function>,
+    memdev: P::Function,
     region: Region,
     irqs: Vec<P::Irq>,
     info: DeviceInfo,
@@ -259,20 +327,15 @@ impl<P: Platform> Ptnet<P> {
             )));
         }
         let n = n as u32;
-        // B4: CSB, two zeroed pages; addresses high word first, GH then HG (§5.1).
+        // B4: CSB, two zeroed pages, handed to the device; from here on every exit (error or
+        // not) goes through the guard's teardown before the pages can be released (§11).
         let csb = [platform.alloc_dma(4096)?, platform.alloc_dma(4096)?];
-        let (gh_pa, hg_pa) = (csb[0].phys, csb[1].phys);
-        for (bah, bal, pa) in [
-            (regs::CSB_GH_BAH, regs::CSB_GH_BAL, gh_pa),
-            (regs::CSB_HG_BAH, regs::CSB_HG_BAL, hg_pa),
-        ] {
-            set_reg(&nic, bah, (pa >> 32) as u32);
-            set_reg(&nic, bal, pa as u32);
-        }
+        let mut dev = Bound::new(nic, csb);
         // B6: MSI-X, programmed and enabled before CREATE (E6).
-        let irqs = Self::setup_msix(platform, &mut nic, n as u16)?;
+        let irqs = Self::setup_msix(platform, &mut dev.nic, n as u16)?;
+        let nic = &dev.nic;
         // B8–B10: MAC, geometry, vnet header.
-        let (hi, lo) = (reg(&nic, regs::MAC_HI), reg(&nic, regs::MAC_LO));
+        let (hi, lo) = (reg(nic, regs::MAC_HI), reg(nic, regs::MAC_LO));
         let mac = [
             (hi >> 8) as u8,
             hi as u8,
@@ -281,11 +344,11 @@ impl<P: Platform> Ptnet<P> {
             (lo >> 8) as u8,
             lo as u8,
         ];
-        let nifp_ofs = reg(&nic, regs::NIFP_OFS);
-        let vnet_hdr_len = Self::set_vnet_hdr(&nic, features)?;
+        let nifp_ofs = reg(nic, regs::NIFP_OFS);
+        let vnet_hdr_len = Self::set_vnet_hdr(nic, features)?;
         let mut me = Self {
             info: DeviceInfo {
-                name: nic.name(),
+                name: dev.nic.name(),
                 mac,
                 tx_rings,
                 rx_rings,
@@ -300,9 +363,8 @@ impl<P: Platform> Ptnet<P> {
                 buf_pool_ofs: 0,
                 nifp_ofs,
             },
-            nic,
+            dev,
             memdev,
-            csb,
             region: Region::alloc(1).map_err(PlatformError::from)?,
             irqs,
             rings: Vec::new(),
@@ -383,8 +445,8 @@ impl<P: Platform> Ptnet<P> {
 
     /// C1 (after the E2 geometry re-read): size, map and check the memdev region.
     fn finalize_memory(&mut self) -> Result<(), DriverError> {
-        self.info.tx_slots = reg(&self.nic, regs::NUM_TX_SLOTS);
-        self.info.rx_slots = reg(&self.nic, regs::NUM_RX_SLOTS);
+        self.info.tx_slots = reg(&self.dev.nic, regs::NUM_TX_SLOTS);
+        self.info.rx_slots = reg(&self.dev.nic, regs::NUM_RX_SLOTS);
         for s in [self.info.tx_slots, self.info.rx_slots] {
             if !(2..=65536).contains(&s) {
                 return Err(DriverError::BadDevice(format!("{s} slots per ring")));
@@ -433,7 +495,8 @@ impl<P: Platform> Ptnet<P> {
                 counts.tx, counts.rx, self.info.tx_rings, self.info.rx_rings
             )));
         }
-        let (gh, hg) = (self.csb[0].region.sub(0, 4096)?, self.csb[1].region.sub(0, 4096)?);
+        let csb = &self.dev.csb;
+        let (gh, hg) = (csb[0].region.sub(0, 4096)?, csb[1].region.sub(0, 4096)?);
         let total = self.info.tx_rings + self.info.rx_rings;
         for i in 0..total {
             let tx = i < self.info.tx_rings;
@@ -480,12 +543,12 @@ impl<P: Platform> Ptnet<P> {
             r.ktoa.set_kern_need_kick(1);
             r.atok.set_appl_need_kick(if r.tx { 0 } else { 1 });
         }
-        let len = Self::set_vnet_hdr(&self.nic, self.info.features)?;
+        let len = Self::set_vnet_hdr(&self.dev.nic, self.info.features)?;
         if len != self.info.vnet_hdr_len {
             return Err(DriverError::BadDevice("VNET_HDR_LEN changed".into()));
         }
-        set_reg(&self.nic, regs::PTCTL, regs::PTCTL_CREATE);
-        let st = reg(&self.nic, regs::PTCTL);
+        set_reg(&self.dev.nic, regs::PTCTL, regs::PTCTL_CREATE);
+        let st = reg(&self.dev.nic, regs::PTCTL);
         if st != status::OK {
             return Err(DriverError::Ctl { cmd: regs::PTCTL_CREATE, status: st });
         }
@@ -507,21 +570,15 @@ impl<P: Platform> Ptnet<P> {
 
     fn delete(&mut self) -> Result<(), DriverError> {
         self.running = false;
-        set_reg(&self.nic, regs::PTCTL, regs::PTCTL_DELETE);
-        let st = reg(&self.nic, regs::PTCTL);
-        if st != status::OK {
-            return Err(DriverError::Ctl { cmd: regs::PTCTL_DELETE, status: st });
-        }
-        Ok(())
+        self.dev.delete()
     }
 
     /// Teardown (§11): DELETE, zero the CSB addresses (each BAL write unmaps on the host), and
-    /// only then let the CSB pages go.
+    /// only then let the CSB pages go. Dropping a `Ptnet` does the same; this form reports
+    /// DELETE's status.
     pub fn shutdown(mut self) -> Result<(), DriverError> {
-        let r = self.delete();
-        for off in [regs::CSB_GH_BAH, regs::CSB_GH_BAL, regs::CSB_HG_BAH, regs::CSB_HG_BAL] {
-            set_reg(&self.nic, off, 0);
-        }
+        self.running = false;
+        let r = self.dev.release();
         log::info!("ptnetd: {} shut down", self.info.name);
         r
     }
@@ -557,7 +614,7 @@ impl<P: Platform> Ptnet<P> {
     }
 
     fn kick(&self, i: u32) {
-        self.nic.bar_write32(ids::IO_BAR, regs::kick_offset(i), 0);
+        self.dev.nic.bar_write32(ids::IO_BAR, regs::kick_offset(i), 0);
     }
 
     fn ring_mut(&mut self, i: u32) -> Result<&mut GuestRing, DriverError> {
