@@ -157,3 +157,43 @@ fn the_vm_catches_a_release_of_mapped_memory_and_writes_after_release() {
     assert_eq!(vm.dma_violations()[1..], [DmaViolation::WrittenAfterFree { gpa: gpa2 + 8 }]);
     let _: &Arc<Vm> = &vm;
 }
+
+/// §5.3/§7.5: the import after CREATE refuses host indices that are in range but out of
+/// circular order (`hwcur ≤ head ≤ cur ≤ hwtail`), on TX and RX rings, and still frees
+/// nothing the device holds; a mended host then attaches.
+#[test]
+fn import_refuses_host_indices_out_of_order() {
+    use ptnetd::ring::{Kring, RingError};
+    // (tx, hwcur, head, cur, hwtail) as the host's kring holds them before CREATE.
+    let cases = [
+        (false, 0, 5, 5, 0),   // RX: head past hwtail
+        (false, 0, 2, 1, 4),   // RX: cur before head
+        (false, 10, 5, 5, 20), // RX: head before hwcur
+        (true, 0, 5, 5, 3),    // TX: head past hwtail
+        (true, 0, 3, 2, 63),   // TX: cur before head
+    ];
+    for (tx, hwcur, head, cur, hwtail) in cases {
+        let ctx = format!("tx {tx}: hwcur {hwcur} head {head} cur {cur} hwtail {hwtail}");
+        let p = port(44, 1, 64);
+        let (vm, dev) = vm_for(&p);
+        let set = |k: Kring| {
+            let mut hr = if tx { p.tx_ring(0) } else { p.rx_ring(0) }.unwrap();
+            hr.kring = k;
+        };
+        let fresh = if tx { Kring::new_tx(64) } else { Kring::new_rx(64) };
+        set(Kring { hwcur, hwtail, rhead: head, rcur: cur, rtail: hwtail, ..fresh });
+        let released = vm.dma_released_count();
+        match attach(&vm, &dev, DriverConfig::default()) {
+            Err(DriverError::Sync(ptnetd::driver::ring::SyncError::Host(
+                RingError::OrderViolation { .. },
+            ))) => {}
+            Err(e) => panic!("{ctx}: wrong error {e}"),
+            Ok(_) => panic!("{ctx}: imported"),
+        }
+        assert_clean(&vm, &dev, released + 2, &ctx);
+        set(fresh);
+        let (_plat, drv) =
+            attach(&vm, &dev, DriverConfig::default()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        drv.shutdown().unwrap();
+    }
+}

@@ -90,15 +90,14 @@ impl GuestRing {
         self.k.num_slots
     }
 
-    /// Imports the state the host wrote at CREATE (§5.3 `sync_from_csb`), range-checked, and
-    /// mirrors it into the shared ring's head/cur/tail.
+    /// Imports the state the host wrote at CREATE (§5.3 `sync_from_csb`): each value copied
+    /// once, checked in range and in circular order ([`ring::check_import`], §7.5), and only
+    /// then used and mirrored into the shared ring's head/cur/tail.
     pub fn import(&mut self) -> Result<(), SyncError> {
         let n = self.k.num_slots;
         let a = self.atok.kern_read();
         let (hwcur, hwtail) = self.ktoa.appl_read();
-        for (what, v) in [("head", a.head), ("cur", a.cur), ("hwcur", hwcur), ("hwtail", hwtail)] {
-            ring::check_index(what, v, n).map_err(SyncError::Host)?;
-        }
+        ring::check_import(n, hwcur, a.head, a.cur, hwtail).map_err(SyncError::Host)?;
         self.k = Kring { num_slots: n, hwcur, hwtail, rhead: a.head, rcur: a.cur, rtail: hwtail };
         self.view.set_head(a.head);
         self.view.set_cur(a.cur);
