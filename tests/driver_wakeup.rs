@@ -225,3 +225,57 @@ fn tx_rearm_with_a_bad_hwtail_stays_armed() {
         poke_hwtail(&a, 0, k.hwtail);
     }
 }
+
+/// An unterminated chain that fills the whole RX ring can never complete (the host cannot add
+/// a slot before the guest releases one): `recv` drops it instead of answering `None` forever,
+/// and the ring goes on. The receiver waits on interrupts only.
+#[test]
+fn unterminated_chain_filling_the_ring_is_dropped_not_waited_for() {
+    let (pa, pb) = pipe(1, 64);
+    let mut a = nic(&pa, strict());
+    let mut b = nic(&pb, strict());
+    let info = a.drv.info().clone();
+    let r = a.drv.ring(0).unwrap();
+    let (n, view) = (r.num_slots(), r.view.clone());
+    let mut h = r.k.rhead;
+    for _ in 0..n - 1 {
+        let s = view.slot(h);
+        view.set_slot(
+            h,
+            Slot { buf_idx: s.buf_idx, len: info.buf_size as u16, flags: NS_MOREFRAG },
+        );
+        h = ring::next(h, n);
+    }
+    a.drv.txsync(0, h, h, 0).unwrap();
+    let mut buf = vec![0u8; 65536 * 2];
+    let deadline = Instant::now() + T;
+    let mut rx = |b: &mut Nic, what: &str| loop {
+        match b.drv.recv(1, &mut buf) {
+            Ok(None) => {
+                assert_armed(&b.drv, 1, what);
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "{what}: stalled");
+                b.drv.wait_work(&b.plat, left);
+            }
+            other => break other.map(|r| r.map(|r| r.len)),
+        }
+    };
+    assert_eq!(rx(&mut b, "unterminated"), Err(CopyError::TooLong(63 * info.buf_size as usize)));
+    // The ring goes on: the next frame arrives.
+    let f = frame(7, 100);
+    loop {
+        a.drv.txsync(0, h, h, 0).unwrap();
+        if a.drv.ring(0).unwrap().k.rtail != h {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no TX space");
+        a.drv.wait_work(&a.plat, deadline.saturating_duration_since(Instant::now()));
+    }
+    let s = view.slot(h);
+    let off = (info.buf_pool_ofs + s.buf_idx as u64 * info.buf_size as u64) as usize;
+    a.drv.region().write_bytes(off, &f).unwrap();
+    view.set_slot(h, Slot { buf_idx: s.buf_idx, len: f.len() as u16, flags: 0 });
+    h = ring::next(h, n);
+    a.drv.txsync(0, h, h, 0).unwrap();
+    assert_eq!(rx(&mut b, "next frame"), Ok(Some(f.len())));
+}
