@@ -13,13 +13,11 @@ macro_rules! report {
 }
 
 use ptnetd::abi::csb::ENTRY_SIZE;
-use ptnetd::abi::netmap::NS_MOREFRAG;
 use ptnetd::driver::copy::CopyError;
-use ptnetd::driver::{DriverConfig, Ptnet};
+use ptnetd::driver::Ptnet;
 use ptnetd::model::port::NmPort;
 use ptnetd::model::ptnet::{Netdev, PtnetConfig};
 use ptnetd::model::vm::Vm;
-use ptnetd::nm::Slot;
 use ptnetd::platform::sim::SimPlatform;
 use ptnetd::ring;
 use std::sync::Arc;
@@ -27,11 +25,6 @@ use std::time::Instant;
 
 mod kit;
 use kit::*;
-
-/// Polling fallback off: only interrupts wake a waiter.
-fn strict() -> DriverConfig {
-    DriverConfig { poll_interval: None, ..Default::default() }
-}
 
 /// The invariant of a "nothing now" answer on copy-path ring `i`.
 fn assert_armed(drv: &Ptnet<SimPlatform>, i: u32, ctx: &str) {
@@ -55,7 +48,7 @@ fn direct_nic(port: &Arc<NmPort>) -> Nic {
     let vm = Vm::new(64).unwrap();
     let nd = Netdev { kloop_tx: false, kloop_rx: false, ..Netdev::passthrough(port.clone()) };
     let dev = vm.add_ptnet(nd, PtnetConfig::default()).unwrap();
-    let (plat, drv) = attach(&vm, &dev, strict()).unwrap();
+    let (plat, drv) = attach(&vm, &dev, strict(false)).unwrap();
     Nic { vm, plat, drv, dev, port: port.clone() }
 }
 
@@ -72,8 +65,8 @@ fn poke_hwtail(n: &Nic, i: u32, v: u32) {
 fn small_ring_big_frames_never_sleep_unarmed() {
     const N: u64 = 4000;
     let (pa, pb) = pipe(1, 32);
-    let a = nic(&pa, strict());
-    let mut b = nic(&pb, strict());
+    let a = nic(&pa, strict(false));
+    let mut b = nic(&pb, strict(false));
     let deadline = Instant::now() + T;
     let sender = std::thread::spawn(move || {
         let mut a = a;
@@ -123,23 +116,12 @@ fn small_ring_big_frames_never_sleep_unarmed() {
 fn rx_rearm_with_a_bad_hwtail_stays_armed() {
     let (pa, pb) = pipe(1, 64);
     let mut a = direct_nic(&pa);
-    let mut b = nic(&pb, strict()); // a direct RX host publishes only when kicked
-    let info = a.drv.info().clone();
-    let bsz = info.buf_size as usize;
+    let mut b = nic(&pb, strict(false)); // a direct RX host publishes only when kicked
     let frame: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
     // Fill a three-slot chain in netmap mode and publish its first two slots only.
     let r = a.drv.ring(0).unwrap();
-    let (h0, n, view) = (r.k.rhead, r.num_slots(), r.view.clone());
-    let mut h = h0;
-    for k in 0..3 {
-        let s = view.slot(h);
-        let chunk = &frame[k * bsz..((k + 1) * bsz).min(frame.len())];
-        let off = (info.buf_pool_ofs + s.buf_idx as u64 * info.buf_size as u64) as usize;
-        a.drv.region().write_bytes(off, chunk).unwrap();
-        let flags = if k < 2 { NS_MOREFRAG } else { 0 };
-        view.set_slot(h, Slot { buf_idx: s.buf_idx, len: chunk.len() as u16, flags });
-        h = ring::next(h, n);
-    }
+    let (h0, n) = (r.k.rhead, r.num_slots());
+    let h = fill_chain(&a.drv, 0, h0, &frame, true);
     let mid = ring::add(h0, 2, n);
     a.drv.txsync(0, mid, mid, 0).unwrap();
     let mut buf = vec![0u8; 9000];
@@ -232,20 +214,12 @@ fn tx_rearm_with_a_bad_hwtail_stays_armed() {
 #[test]
 fn unterminated_chain_filling_the_ring_is_dropped_not_waited_for() {
     let (pa, pb) = pipe(1, 64);
-    let mut a = nic(&pa, strict());
-    let mut b = nic(&pb, strict());
-    let info = a.drv.info().clone();
-    let r = a.drv.ring(0).unwrap();
-    let (n, view) = (r.num_slots(), r.view.clone());
-    let mut h = r.k.rhead;
-    for _ in 0..n - 1 {
-        let s = view.slot(h);
-        view.set_slot(
-            h,
-            Slot { buf_idx: s.buf_idx, len: info.buf_size as u16, flags: NS_MOREFRAG },
-        );
-        h = ring::next(h, n);
-    }
+    let mut a = nic(&pa, strict(false));
+    let mut b = nic(&pb, strict(false));
+    let bsz = a.drv.info().buf_size as usize;
+    let n = a.drv.ring(0).unwrap().num_slots();
+    let head = a.drv.ring(0).unwrap().k.rhead;
+    let mut h = fill_chain(&a.drv, 0, head, &vec![0x3c; (n as usize - 1) * bsz], false);
     a.drv.txsync(0, h, h, 0).unwrap();
     let mut buf = vec![0u8; 65536 * 2];
     let deadline = Instant::now() + T;
@@ -260,7 +234,7 @@ fn unterminated_chain_filling_the_ring_is_dropped_not_waited_for() {
             other => break other.map(|r| r.map(|r| r.len)),
         }
     };
-    assert_eq!(rx(&mut b, "unterminated"), Err(CopyError::TooLong(63 * info.buf_size as usize)));
+    assert_eq!(rx(&mut b, "unterminated"), Err(CopyError::TooLong(63 * bsz)));
     // The ring goes on: the next frame arrives.
     let f = frame(7, 100);
     loop {
@@ -271,11 +245,7 @@ fn unterminated_chain_filling_the_ring_is_dropped_not_waited_for() {
         assert!(Instant::now() < deadline, "no TX space");
         a.drv.wait_work(&a.plat, deadline.saturating_duration_since(Instant::now()));
     }
-    let s = view.slot(h);
-    let off = (info.buf_pool_ofs + s.buf_idx as u64 * info.buf_size as u64) as usize;
-    a.drv.region().write_bytes(off, &f).unwrap();
-    view.set_slot(h, Slot { buf_idx: s.buf_idx, len: f.len() as u16, flags: 0 });
-    h = ring::next(h, n);
+    h = fill_chain(&a.drv, 0, h, &f, true);
     a.drv.txsync(0, h, h, 0).unwrap();
     assert_eq!(rx(&mut b, "next frame"), Ok(Some(f.len())));
 }
