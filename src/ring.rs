@@ -241,6 +241,22 @@ pub fn check_host_indices(old: &Kring, hwcur: u32, hwtail: u32) -> Result<(), Ri
     Ok(())
 }
 
+/// Validates the indices a host publishes at CREATE, as the guest imports them (§5.3
+/// `sync_from_csb`): each in range, and in the circular order of §7.5 with the guest's head and
+/// cur taken as `rhead`/`rcur` and `rtail = hwtail`, which for both directions is
+/// `hwcur ≤ head ≤ cur ≤ hwtail` (TX: `hwcur ≤ rhead ≤ rcur ≤ rtail ≤ hwtail`; RX:
+/// `hwcur ≤ head ≤ cur ≤ hwtail`). The caller passes values it copied once.
+pub fn check_import(n: u32, hwcur: u32, head: u32, cur: u32, hwtail: u32) -> Result<(), RingError> {
+    check_size(n)?;
+    for (what, v) in [("hwcur", hwcur), ("head", head), ("cur", cur), ("hwtail", hwtail)] {
+        check_index(what, v, n)?;
+    }
+    if !chain_in_order(&[hwcur, head, cur, hwtail], n) {
+        return Err(RingError::OrderViolation { what: "import: hwcur <= head <= cur <= hwtail" });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +347,16 @@ mod tests {
             let mut k = Kring { num_slots: n, hwcur: hc, hwtail: ht, ..Kring::default() };
             let ok = h < n && c < n && brute_in_order(hc, h, ht, n) && brute_in_order(h, c, ht, n);
             prop_assert_eq!(k.rxsync_prologue(h, c).is_ok(), ok);
+        }
+
+        /// §5.3/§7.5: the import accepts exactly in-range indices in the order
+        /// hwcur ≤ head ≤ cur ≤ hwtail (walking forward from hwcur).
+        #[test]
+        fn import_is_the_chain(n in 2u32..64, hc in 0u32..70, h in 0u32..70, c in 0u32..70,
+                               ht in 0u32..70) {
+            let in_range = hc < n && h < n && c < n && ht < n;
+            let ok = in_range && brute_in_order(hc, h, ht, n) && brute_in_order(h, c, ht, n);
+            prop_assert_eq!(check_import(n, hc, h, c, ht).is_ok(), ok);
         }
 
         #[test]

@@ -155,6 +155,14 @@ impl Region {
         Ok(Region { base, len, _owner: self._owner.clone() })
     }
 
+    /// The same window, also keeping `token` alive: the token is dropped when the last clone or
+    /// sub-window of the returned region is (a platform uses this to learn when the guest let
+    /// go of memory it allocated).
+    pub fn with_token(&self, token: Arc<dyn Any + Send + Sync>) -> Region {
+        let owner: Arc<dyn Any + Send + Sync> = Arc::new((self._owner.clone(), token));
+        Region { base: self.base, len: self.len, _owner: Some(owner) }
+    }
+
     fn at(&self, offset: usize) -> *mut u8 {
         // SAFETY: callers checked `offset` with `check`, so the result is inside the mapping.
         unsafe { self.base.as_ptr().add(offset) }

@@ -5,9 +5,8 @@ use ptnetd::driver::DriverConfig;
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{NmPort, PipeEnd, PortSpec, Reflector};
 use ptnetd::model::switch::Switch;
-use ptnetd::platform::Platform;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod kit;
 use kit::*;
@@ -55,7 +54,7 @@ fn copy_path_through_the_reflector_with_vnet_header_refused() {
         }
         a.drv.flush_rx(1).unwrap();
         assert!(t0.elapsed() < T, "stalled at {}", got.len());
-        a.plat.wait_interrupts(Duration::from_millis(1));
+        a.drv.wait_work(&a.plat, T.saturating_sub(t0.elapsed()));
     }
     assert_eq!(got, frames);
 }

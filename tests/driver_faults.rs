@@ -67,6 +67,7 @@ fn bring_up_matrix() {
                 assert_eq!(transfer(&mut a, 0, &mut b, rings, &f, 8, 8), f, "{ctx} after restarts");
                 a.drv.shutdown().unwrap();
                 assert!(!a.dev.is_running(), "{ctx}");
+                assert_eq!(a.vm.dma_violations(), vec![], "{ctx}");
                 let (plat, drv) = attach(&a.vm, &a.dev, cfg).unwrap();
                 a.plat = plat;
                 a.drv = drv;
@@ -228,19 +229,25 @@ fn hostile_host_cannot_crash_the_driver() {
     report!("hostile: {writes} host writes, sent {sent}, received {got}, errors {errors} + {stats} counted");
     assert!(writes > 1000);
     assert!(errors + stats > 0, "the driver noticed");
-    // The driver still tears down cleanly.
+    // The driver still tears down cleanly, and freed nothing the device still wrote (§11).
     a.drv.shutdown().unwrap();
     b.drv.shutdown().unwrap();
+    assert!(a.vm.dma_violations().is_empty(), "{:?}", a.vm.dma_violations());
+    assert!(b.vm.dma_violations().is_empty(), "{:?}", b.vm.dma_violations());
 }
 
 /// §9: with every interrupt lost, the polling fallback still moves the traffic.
 #[test]
 fn lost_interrupts_do_not_stall_traffic() {
     let (pa, pb) = pipe(1, 256);
-    let mut a =
-        nic(&pa, DriverConfig { poll_interval: Duration::from_millis(2), ..Default::default() });
-    let mut b =
-        nic(&pb, DriverConfig { poll_interval: Duration::from_millis(2), ..Default::default() });
+    let mut a = nic(
+        &pa,
+        DriverConfig { poll_interval: Some(Duration::from_millis(2)), ..Default::default() },
+    );
+    let mut b = nic(
+        &pb,
+        DriverConfig { poll_interval: Some(Duration::from_millis(2)), ..Default::default() },
+    );
     a.vm.irq().set_loss(1);
     b.vm.irq().set_loss(1);
     let f: Vec<_> = (0..2000).map(|s| frame(s, 60 + (s as usize * 97) % 4000)).collect();

@@ -9,14 +9,18 @@
 //! Readings: the TX space check uses the slots this frame needs instead of FreeBSD's
 //! `min_tx_space` (sized for unknown 64 KiB skbs; a ring smaller than 34 slots would never send);
 //! an incomplete RX chain at the end of the available slots is rewound and retried (E5), with
-//! interrupts re-armed so its end wakes us. Buffer indices and lengths in slots are validated
+//! interrupts re-armed so its end wakes us; an unterminated chain filling the whole ring is
+//! dropped (the host cannot add its end before we release a slot). "Nothing now" (`Full`,
+//! `None`) is only ever answered after re-arming and re-reading the host's indices, validated
+//! (§5.4 rule 3), with everything filled published or everything consumed released: the host's
+//! next publication then always interrupts. Buffer indices and lengths in slots are validated
 //! before every copy (the host can write anything there).
 
 use super::{DriverError, Ptnet};
 use crate::abi::csb::{NAF_FORCE_READ, NAF_FORCE_RECLAIM};
 use crate::abi::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use crate::abi::vnet::VirtioNetHdr;
-use crate::csb::{fence_then_read_flag, rearm_then_recheck};
+use crate::csb::fence_then_read_flag;
 use crate::nm::Slot;
 use crate::platform::Platform;
 use crate::ring;
@@ -122,21 +126,12 @@ impl<P: Platform> Ptnet<P> {
         }
         if ring::space(c.head, r.k.rtail, n) < need {
             let _ = r.sync_tail();
-            if ring::space(c.head, r.k.rtail, n) < need {
-                let rr = &*r;
-                let appeared = rearm_then_recheck(
-                    |v| rr.atok.set_appl_need_kick(v),
-                    || ring::space(c.head, rr.ktoa.appl_read().1, n) >= need,
-                );
-                if !appeared {
-                    self.copy[i as usize] = c;
-                    self.flush_tx(i)?; // let the host see what we have before we sleep
-                    return Err(CopyError::Full);
-                }
-                r.sync_tail().map_err(DriverError::from)?;
-                if ring::space(c.head, r.k.rtail, n) < need {
-                    return Err(CopyError::Full);
-                }
+            if ring::space(c.head, r.k.rtail, n) < need
+                && !r.rearm_sync_tail(|r| ring::space(c.head, r.k.rtail, n) >= need)
+            {
+                self.copy[i as usize] = c;
+                self.flush_tx(i)?; // let the host see what we have before we sleep
+                return Err(CopyError::Full);
             }
         }
         // Validate every slot we are about to fill before touching any buffer.
@@ -226,17 +221,39 @@ impl<P: Platform> Ptnet<P> {
         Ok(())
     }
 
-    /// Free TX slots as last seen (after the host's last publication).
+    /// The copy path's private head of ring `i`: the next slot it fills (TX) or reads (RX).
+    /// Slots between the published head and this one are filled but unpublished (TX) or
+    /// consumed but unreleased (RX). `None` before the first copy on the ring.
+    pub fn copy_head(&self, i: u32) -> Option<u32> {
+        self.copy.get(i as usize).filter(|c| c.valid).map(|c| c.head)
+    }
+
+    /// Free TX slots of ring `i` after a tail sync. When the answer can still grow (some slots
+    /// are with the host), the ring is left armed and unpublished frames are published, so a
+    /// caller that waits because the answer is too small is woken when it grows (§5.4 rule 3):
+    /// the answer is the one re-read after arming.
     pub fn tx_space(&mut self, i: u32) -> Result<u32, DriverError> {
         let c = self.copy_state(i)?;
         let r = self.ring_mut(i)?;
+        if !r.tx {
+            return Err(DriverError::NoRing(i));
+        }
+        let n = r.num_slots();
         let _ = r.sync_tail();
-        Ok(ring::space(c.head, r.k.rtail, r.num_slots()))
+        if ring::space(c.head, r.k.rtail, n) < n - 1 {
+            let drained = r.rearm_sync_tail(|r| ring::space(c.head, r.k.rtail, n) == n - 1);
+            if !drained {
+                self.flush_tx(i)?;
+            }
+        }
+        let r = self.ring_mut(i)?;
+        Ok(ring::space(c.head, r.k.rtail, n))
     }
 
     /// Receives one frame from RX ring `i` (TX-then-RX numbering) into `buf` (§8.5 RX 1–3).
-    /// `Ok(None)`: nothing complete available (interrupts re-armed). Releases slots to the host
-    /// every [`BATCH`] frames.
+    /// `Ok(None)`: nothing complete available; the ring is then armed (`appl_need_kick = 1`,
+    /// so the host's next publication interrupts) and every consumed slot is released.
+    /// Releases slots to the host every [`BATCH`] frames.
     pub fn recv(&mut self, i: u32, buf: &mut [u8]) -> Result<Option<Received>, CopyError> {
         let mut c = self.copy_state(i)?;
         let hl = self.info.vnet_hdr_len as usize;
@@ -246,38 +263,25 @@ impl<P: Platform> Ptnet<P> {
             return Err(CopyError::Driver(DriverError::NoRing(i)));
         }
         let n = r.num_slots();
-        // Find a complete chain in [head, rtail), syncing the tail (and re-arming) as needed.
-        let mut tries = 0;
+        // Find a complete chain in [head, rtail): as last seen, after a tail sync, and after
+        // re-arming (E5: an incomplete chain counts as nothing). Only the last step may answer
+        // "nothing", and then the ring is armed and what we consumed is released.
         let mut chain = [Slot::default(); NETMAP_MAX_FRAGS];
-        let slots = loop {
-            match Self::chain_len(r, c.head, &mut chain) {
-                Some(k) => break k,
-                None if tries == 0 => {
-                    let _ = r.sync_tail();
-                }
-                None if tries == 1 => {
-                    let rr = &*r;
-                    let head = c.head;
-                    let appeared = rearm_then_recheck(
-                        |v| rr.atok.set_appl_need_kick(v),
-                        || {
-                            let t = rr.ktoa.appl_read().1;
-                            t != rr.k.rtail && t < n && ring::dist(head, t, n) > 0
-                        },
-                    );
-                    if !appeared {
-                        self.copy[i as usize] = c;
-                        self.flush_rx(i)?; // release what we consumed before sleeping
-                        return Ok(None);
-                    }
-                    let _ = r.sync_tail();
-                }
-                None => {
-                    self.copy[i as usize] = c;
-                    return Ok(None);
-                }
-            }
-            tries += 1;
+        let mut slots = Self::chain_len(r, c.head, &mut chain);
+        if slots.is_none() {
+            let _ = r.sync_tail();
+            slots = Self::chain_len(r, c.head, &mut chain);
+        }
+        if slots.is_none() {
+            r.rearm_sync_tail(|r| {
+                slots = Self::chain_len(r, c.head, &mut chain);
+                slots.is_some()
+            });
+        }
+        let Some(slots) = slots else {
+            self.copy[i as usize] = c;
+            self.flush_rx(i)?; // release what we consumed before sleeping
+            return Ok(None);
         };
         c.head = ring::add(c.head, slots, n);
         c.unpublished += 1;
@@ -314,8 +318,10 @@ impl<P: Platform> Ptnet<P> {
             }
             h = ring::next(h, n);
         }
-        if avail as usize >= NETMAP_MAX_FRAGS {
-            return Some(NETMAP_MAX_FRAGS as u32); // over-long: dropped by copy_out
+        if avail as usize >= NETMAP_MAX_FRAGS || avail + 1 == n {
+            // Over-long (dropped by copy_out), or unterminated in a full ring: the host cannot
+            // add a slot until we release one, so waiting would stall the ring for good.
+            return Some(avail.min(NETMAP_MAX_FRAGS as u32));
         }
         None // empty, or incomplete chain (E5): retry later
     }

@@ -114,13 +114,16 @@ fn layout(e: impl fmt::Display) -> DriverError {
 pub struct DriverConfig {
     /// Negotiate `PTNETMAP_F_VNET_HDR` and use a 12-byte header if acked (§4, §10).
     pub vnet_hdr: bool,
-    /// Polling fallback for lost interrupts: syncs run at least this often while waiting.
-    pub poll_interval: Duration,
+    /// Polling fallback for lost interrupts (§9): while waiting, every ring is reported at
+    /// least this often. `None` turns the fallback off, so that [`Ptnet::wait_work`] reports
+    /// interrupts only (protocol tests run this way: a lost wake-up then stalls and fails
+    /// instead of costing one interval).
+    pub poll_interval: Option<Duration>,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        Self { vnet_hdr: false, poll_interval: Duration::from_millis(10) }
+        Self { vnet_hdr: false, poll_interval: Some(Duration::from_millis(10)) }
     }
 }
 
@@ -170,14 +173,87 @@ impl fmt::Display for DeviceInfo {
     }
 }
 
-/// A bound ptnet NIC.
-pub struct Ptnet<P: Platform> {
-    nic: P::Function,
-    memdev: P::Function,
+/// The NIC while it may hold the CSB addresses (§11): from the BAH/BAL writes of bring-up
+/// until DELETE and the BAL writes of teardown. It owns the CSB pages, so they cannot be
+/// released before the device lets go of them: [`Drop`] performs the teardown unless
+/// [`Ptnet::shutdown`] (its explicit form) already did. Every error of the bring-up after the
+/// BAL writes therefore stops the device before the pages go.
+struct Bound<F: PciFunction> {
+    nic: F,
     /// The GH (atok) and HG (ktoa) arrays: one zeroed page each (§5.1: the protocol passes the
     /// two addresses separately, so they need not be adjacent; separate pages spare platforms
-    /// the search for physically contiguous memory).
+    /// the search for physically contiguous memory). Ring entries hold sub-windows of them;
+    /// the memory is released with the last one, never before this guard's teardown.
     csb: [Dma; 2],
+    /// The device may hold the CSB addresses (BAL written non-zero, not yet zeroed).
+    holds_csb: bool,
+}
+
+impl<F: PciFunction> Bound<F> {
+    /// B4: hands the device the CSB addresses, high word first, GH then HG (§5.1).
+    fn new(nic: F, csb: [Dma; 2]) -> Self {
+        let (gh_pa, hg_pa) = (csb[0].phys, csb[1].phys);
+        let me = Self { nic, csb, holds_csb: true };
+        for (bah, bal, pa) in [
+            (regs::CSB_GH_BAH, regs::CSB_GH_BAL, gh_pa),
+            (regs::CSB_HG_BAH, regs::CSB_HG_BAL, hg_pa),
+        ] {
+            set_reg(&me.nic, bah, (pa >> 32) as u32);
+            set_reg(&me.nic, bal, pa as u32);
+        }
+        me
+    }
+
+    /// `PTCTL` DELETE and its status (§11).
+    fn delete(&self) -> Result<(), DriverError> {
+        set_reg(&self.nic, regs::PTCTL, regs::PTCTL_DELETE);
+        let st = reg(&self.nic, regs::PTCTL);
+        if st != status::OK {
+            return Err(DriverError::Ctl { cmd: regs::PTCTL_DELETE, status: st });
+        }
+        Ok(())
+    }
+
+    /// Teardown (§11): DELETE, then zero the CSB addresses (each BAL write unmaps on the host,
+    /// with another implicit DELETE), whatever DELETE's status. Afterwards the pages may go.
+    fn release(&mut self) -> Result<(), DriverError> {
+        if !self.holds_csb {
+            return Ok(());
+        }
+        let r = self.delete();
+        self.clear_csb();
+        r
+    }
+
+    /// Zeroes the CSB addresses (after DELETE): from here on the device holds none of them.
+    fn clear_csb(&mut self) {
+        for off in [regs::CSB_GH_BAH, regs::CSB_GH_BAL, regs::CSB_HG_BAH, regs::CSB_HG_BAL] {
+            set_reg(&self.nic, off, 0);
+        }
+        self.holds_csb = false;
+    }
+}
+
+impl<F: PciFunction> Drop for Bound<F> {
+    fn drop(&mut self) {
+        if self.holds_csb {
+            log::info!(
+                "ptnetd: {}: released without shutdown: stopping the device",
+                self.nic.name()
+            );
+            if let Err(e) = self.release() {
+                log::warn!("ptnetd: {}: {e}", self.nic.name());
+            }
+        }
+    }
+}
+
+/// A bound ptnet NIC.
+pub struct Ptnet<P: Platform> {
+    /// First field: dropped first, so the device is stopped before the interrupt vectors, the
+    /// memdev mapping and the CSB windows of the rings go.
+    dev: Bound<P::Function>,
+    memdev: P::Function,
     region: Region,
     irqs: Vec<P::Irq>,
     info: DeviceInfo,
@@ -256,20 +332,15 @@ impl<P: Platform> Ptnet<P> {
             )));
         }
         let n = n as u32;
-        // B4: CSB, two zeroed pages; addresses high word first, GH then HG (§5.1).
+        // B4: CSB, two zeroed pages, handed to the device; from here on every exit (error or
+        // not) goes through the guard's teardown before the pages can be released (§11).
         let csb = [platform.alloc_dma(4096)?, platform.alloc_dma(4096)?];
-        let (gh_pa, hg_pa) = (csb[0].phys, csb[1].phys);
-        for (bah, bal, pa) in [
-            (regs::CSB_GH_BAH, regs::CSB_GH_BAL, gh_pa),
-            (regs::CSB_HG_BAH, regs::CSB_HG_BAL, hg_pa),
-        ] {
-            set_reg(&nic, bah, (pa >> 32) as u32);
-            set_reg(&nic, bal, pa as u32);
-        }
+        let mut dev = Bound::new(nic, csb);
         // B6: MSI-X, programmed and enabled before CREATE (E6).
-        let irqs = Self::setup_msix(platform, &mut nic, n as u16)?;
+        let irqs = Self::setup_msix(platform, &mut dev.nic, n as u16)?;
+        let nic = &dev.nic;
         // B8–B10: MAC, geometry, vnet header.
-        let (hi, lo) = (reg(&nic, regs::MAC_HI), reg(&nic, regs::MAC_LO));
+        let (hi, lo) = (reg(nic, regs::MAC_HI), reg(nic, regs::MAC_LO));
         let mac = [
             (hi >> 8) as u8,
             hi as u8,
@@ -278,11 +349,11 @@ impl<P: Platform> Ptnet<P> {
             (lo >> 8) as u8,
             lo as u8,
         ];
-        let nifp_ofs = reg(&nic, regs::NIFP_OFS);
-        let vnet_hdr_len = Self::set_vnet_hdr(&nic, features)?;
+        let nifp_ofs = reg(nic, regs::NIFP_OFS);
+        let vnet_hdr_len = Self::set_vnet_hdr(nic, features)?;
         let mut me = Self {
             info: DeviceInfo {
-                name: nic.name(),
+                name: dev.nic.name(),
                 mac,
                 tx_rings,
                 rx_rings,
@@ -297,9 +368,8 @@ impl<P: Platform> Ptnet<P> {
                 buf_pool_ofs: 0,
                 nifp_ofs,
             },
-            nic,
+            dev,
             memdev,
-            csb,
             region: Region::alloc(1).map_err(PlatformError::from)?,
             irqs,
             rings: Vec::new(),
@@ -380,8 +450,8 @@ impl<P: Platform> Ptnet<P> {
 
     /// C1 (after the E2 geometry re-read): size, map and check the memdev region.
     fn finalize_memory(&mut self) -> Result<(), DriverError> {
-        self.info.tx_slots = reg(&self.nic, regs::NUM_TX_SLOTS);
-        self.info.rx_slots = reg(&self.nic, regs::NUM_RX_SLOTS);
+        self.info.tx_slots = reg(&self.dev.nic, regs::NUM_TX_SLOTS);
+        self.info.rx_slots = reg(&self.dev.nic, regs::NUM_RX_SLOTS);
         for s in [self.info.tx_slots, self.info.rx_slots] {
             if !(2..=65536).contains(&s) {
                 return Err(DriverError::BadDevice(format!("{s} slots per ring")));
@@ -430,7 +500,8 @@ impl<P: Platform> Ptnet<P> {
                 counts.tx, counts.rx, self.info.tx_rings, self.info.rx_rings
             )));
         }
-        let (gh, hg) = (self.csb[0].region.sub(0, 4096)?, self.csb[1].region.sub(0, 4096)?);
+        let csb = &self.dev.csb;
+        let (gh, hg) = (csb[0].region.sub(0, 4096)?, csb[1].region.sub(0, 4096)?);
         let total = self.info.tx_rings + self.info.rx_rings;
         for i in 0..total {
             let tx = i < self.info.tx_rings;
@@ -477,12 +548,12 @@ impl<P: Platform> Ptnet<P> {
             r.ktoa.set_kern_need_kick(1);
             r.atok.set_appl_need_kick(if r.tx { 0 } else { 1 });
         }
-        let len = Self::set_vnet_hdr(&self.nic, self.info.features)?;
+        let len = Self::set_vnet_hdr(&self.dev.nic, self.info.features)?;
         if len != self.info.vnet_hdr_len {
             return Err(DriverError::BadDevice("VNET_HDR_LEN changed".into()));
         }
-        set_reg(&self.nic, regs::PTCTL, regs::PTCTL_CREATE);
-        let st = reg(&self.nic, regs::PTCTL);
+        set_reg(&self.dev.nic, regs::PTCTL, regs::PTCTL_CREATE);
+        let st = reg(&self.dev.nic, regs::PTCTL);
         if st != status::OK {
             return Err(DriverError::Ctl { cmd: regs::PTCTL_CREATE, status: st });
         }
@@ -504,22 +575,19 @@ impl<P: Platform> Ptnet<P> {
 
     fn delete(&mut self) -> Result<(), DriverError> {
         self.running = false;
-        set_reg(&self.nic, regs::PTCTL, regs::PTCTL_DELETE);
-        let st = reg(&self.nic, regs::PTCTL);
-        if st != status::OK {
-            return Err(DriverError::Ctl { cmd: regs::PTCTL_DELETE, status: st });
-        }
-        Ok(())
+        self.dev.delete()
     }
 
     /// Teardown (§11): DELETE, zero the CSB addresses (each BAL write unmaps on the host), and
-    /// only then let the CSB pages go.
+    /// only then let the CSB pages go. Dropping a `Ptnet` does the same; this form reports
+    /// DELETE's status.
     ///
     /// A device that went away (DELETE fails and [`Self::present`] too) took no DELETE: whoever
     /// served it may still hold the CSB addresses, so nothing is freed (the driver is leaked;
     /// the process is about to exit) and the shutdown counts as clean.
     pub fn shutdown(mut self) -> Result<(), DriverError> {
-        let r = self.delete();
+        self.running = false;
+        let r = self.dev.delete();
         if r.is_err() && !self.present() {
             log::info!(
                 "ptnetd: {} shut down (device gone: no DELETE, CSB pages kept)",
@@ -528,9 +596,7 @@ impl<P: Platform> Ptnet<P> {
             std::mem::forget(self);
             return Ok(());
         }
-        for off in [regs::CSB_GH_BAH, regs::CSB_GH_BAL, regs::CSB_HG_BAH, regs::CSB_HG_BAL] {
-            set_reg(&self.nic, off, 0);
-        }
+        self.dev.clear_csb();
         log::info!("ptnetd: {} shut down", self.info.name);
         r
     }
@@ -539,7 +605,7 @@ impl<P: Platform> Ptnet<P> {
     /// function that went away reads all-ones, as PCI does after a removal; QEMU answers so for
     /// a vfio-user function whose server is gone (measured under QEMU 11.1 with a Redox guest).
     pub fn present(&self) -> bool {
-        reg(&self.nic, regs::NUM_TX_RINGS) == self.info.tx_rings
+        reg(&self.dev.nic, regs::NUM_TX_RINGS) == self.info.tx_rings
     }
 
     /// Keeps the device attached, with no client, until it goes away: sleeps on the interrupts
@@ -584,7 +650,7 @@ impl<P: Platform> Ptnet<P> {
     }
 
     fn kick(&self, i: u32) {
-        self.nic.bar_write32(ids::IO_BAR, regs::kick_offset(i), 0);
+        self.dev.nic.bar_write32(ids::IO_BAR, regs::kick_offset(i), 0);
     }
 
     fn ring_mut(&mut self, i: u32) -> Result<&mut GuestRing, DriverError> {
@@ -641,23 +707,24 @@ impl<P: Platform> Ptnet<P> {
 
     /// Waits for work (§9): returns the rings whose interrupts fired, or, when none fired within
     /// the polling interval (or `max`, if shorter), every ring: a lost interrupt costs at most
-    /// one interval, never a stall.
+    /// one interval, never a stall. With the fallback off it waits up to `max` and reports
+    /// interrupts only (0: none arrived; spurious wake-ups are possible).
     pub fn wait_work(&mut self, platform: &P, max: Duration) -> u64 {
         let mask = self.take_interrupts(false);
         if mask != 0 {
             return mask;
         }
-        platform.wait_interrupts(self.cfg.poll_interval.min(max));
+        platform.wait_interrupts(self.cfg.poll_interval.map_or(max, |p| p.min(max)));
         let mask = self.take_interrupts(false);
-        if mask != 0 {
+        if mask != 0 || self.cfg.poll_interval.is_none() {
             mask
         } else {
             self.take_interrupts(true)
         }
     }
 
-    /// The polling interval of the lost-interrupt fallback.
-    pub fn poll_interval(&self) -> Duration {
+    /// The polling interval of the lost-interrupt fallback (`None`: off).
+    pub fn poll_interval(&self) -> Option<Duration> {
         self.cfg.poll_interval
     }
 

@@ -90,15 +90,14 @@ impl GuestRing {
         self.k.num_slots
     }
 
-    /// Imports the state the host wrote at CREATE (§5.3 `sync_from_csb`), range-checked, and
-    /// mirrors it into the shared ring's head/cur/tail.
+    /// Imports the state the host wrote at CREATE (§5.3 `sync_from_csb`): each value copied
+    /// once, checked in range and in circular order ([`ring::check_import`], §7.5), and only
+    /// then used and mirrored into the shared ring's head/cur/tail.
     pub fn import(&mut self) -> Result<(), SyncError> {
         let n = self.k.num_slots;
         let a = self.atok.kern_read();
         let (hwcur, hwtail) = self.ktoa.appl_read();
-        for (what, v) in [("head", a.head), ("cur", a.cur), ("hwcur", hwcur), ("hwtail", hwtail)] {
-            ring::check_index(what, v, n).map_err(SyncError::Host)?;
-        }
+        ring::check_import(n, hwcur, a.head, a.cur, hwtail).map_err(SyncError::Host)?;
         self.k = Kring { num_slots: n, hwcur, hwtail, rhead: a.head, rcur: a.cur, rtail: hwtail };
         self.view.set_head(a.head);
         self.view.set_cur(a.cur);
@@ -217,6 +216,23 @@ impl GuestRing {
         let r = self.read_host();
         self.epilogue();
         r
+    }
+
+    /// The copy path's "nothing to do now" step (§8.5 TX 1 / RX 1, §5.4 rule 3):
+    /// `appl_need_kick = 1`, full barrier, tail sync (the host's indices copied once and
+    /// validated, [`GuestRing::sync_tail`]), then `ready` on the fresh state. If `ready` holds,
+    /// `appl_need_kick = 0` and `true`: go on. Otherwise `false` with the ring left armed, so
+    /// whatever the host publishes next raises an interrupt. A bad index from the host is
+    /// counted and ignored: it can neither wake the caller nor disarm the ring.
+    pub fn rearm_sync_tail(&mut self, ready: impl FnOnce(&Self) -> bool) -> bool {
+        let atok = self.atok.clone();
+        rearm_then_recheck(
+            |v| atok.set_appl_need_kick(v),
+            || {
+                let _ = self.sync_tail();
+                ready(self)
+            },
+        )
     }
 
     /// Enables (`true`) or disables interrupts for this ring (netmap `nm_intr`).

@@ -13,7 +13,7 @@ use super::ptnet::{DeviceError, Netdev, PtnetConfig, PtnetDevice};
 use crate::shm::{Region, ShmError};
 use core::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -42,6 +42,67 @@ impl fmt::Display for VmError {
 }
 
 impl std::error::Error for VmError {}
+
+/// A misuse of guest DMA memory found by the VM (memory from [`Vm::alloc_dma_guest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmaViolation {
+    /// The guest released memory a device still had mapped (e.g. a CSB array before DELETE and
+    /// the BAL writes, spec §11): on a real machine the device then writes into freed pages.
+    FreedWhileMapped {
+        /// Guest-physical address of the released allocation.
+        gpa: u64,
+        /// Its length.
+        len: usize,
+        /// Bus slot of the device holding it.
+        slot: u8,
+    },
+    /// Released memory changed: something (a device) wrote there after the release.
+    WrittenAfterFree {
+        /// Guest-physical address of the first changed byte.
+        gpa: u64,
+    },
+}
+
+impl fmt::Display for DmaViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FreedWhileMapped { gpa, len, slot } => write!(
+                f,
+                "guest freed {len:#x} bytes at {gpa:#x} still mapped by the device in slot {slot}"
+            ),
+            Self::WrittenAfterFree { gpa } => {
+                write!(f, "write into freed guest memory at {gpa:#x}")
+            }
+        }
+    }
+}
+
+/// The byte released DMA memory is filled with; any other value found there later was written
+/// after the release.
+pub const FREED_POISON: u8 = 0xa5;
+
+/// Released DMA allocations (never handed out again) and the violations seen so far.
+#[derive(Default)]
+struct DmaBook {
+    freed: Vec<(u64, Region)>,
+    violations: Vec<DmaViolation>,
+}
+
+/// Travels with a guest DMA window (every clone and sub-window): dropped with the last of
+/// them, i.e. when the guest lets go of the memory.
+struct DmaLease {
+    vm: Weak<Vm>,
+    gpa: u64,
+    len: usize,
+}
+
+impl Drop for DmaLease {
+    fn drop(&mut self) {
+        if let Some(vm) = self.vm.upgrade() {
+            vm.dma_released(self.gpa, self.len);
+        }
+    }
+}
 
 /// x86 MSI address window (`0xFEEx_xxxx`).
 pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
@@ -181,6 +242,7 @@ pub struct Vm {
     functions: Mutex<Vec<(u8, PciFunction)>>,
     first_slot: u8,
     dma_next: Mutex<u64>,
+    dma_book: Mutex<DmaBook>,
 }
 
 impl fmt::Debug for Vm {
@@ -212,6 +274,7 @@ impl Vm {
             functions: Mutex::new(Vec::new()),
             first_slot: first,
             dma_next: Mutex::new(DMA_BASE),
+            dma_book: Mutex::new(DmaBook::default()),
         }))
     }
 
@@ -296,5 +359,56 @@ impl Vm {
         r.fill(0, len, 0).map_err(VmError::Shm)?;
         *next += len as u64;
         Ok((gpa, r))
+    }
+
+    /// [`Vm::alloc_dma`] for a guest driver: when the last clone of the returned window is
+    /// dropped (the guest frees the memory, as unmapping does on Redox), the VM checks that no
+    /// device still maps it and fills it with [`FREED_POISON`]; [`Vm::dma_violations`] reports
+    /// both kinds of misuse. Released memory is never handed out again.
+    pub fn alloc_dma_guest(self: &Arc<Self>, len: usize) -> Result<(u64, Region), VmError> {
+        let (gpa, r) = self.alloc_dma(len)?;
+        let lease = DmaLease { vm: Arc::downgrade(self), gpa, len: r.len() };
+        Ok((gpa, r.with_token(Arc::new(lease))))
+    }
+
+    fn dma_released(&self, gpa: u64, len: usize) {
+        let Ok(r) = Region::from_guest(&self.ram, gpa, len) else { return };
+        let (lo, hi) = (r.addr(), r.addr() + len);
+        let mut found = Vec::new();
+        for (slot, f) in self.functions() {
+            let PciFunction::Ptnet(d) = f else { continue };
+            let (gh, hg) = d.csb_regions();
+            if [gh, hg].iter().flatten().any(|m| m.addr() < hi && lo < m.addr() + m.len()) {
+                found.push(DmaViolation::FreedWhileMapped { gpa, len, slot });
+            }
+        }
+        for v in &found {
+            log::error!("vm: {v}");
+        }
+        let _ = r.fill(0, len, FREED_POISON);
+        let mut book = self.dma_book.lock().unwrap_or_else(|e| e.into_inner());
+        book.violations.extend(found);
+        book.freed.push((gpa, r));
+    }
+
+    /// Misuses of guest DMA memory so far: releases of memory a device still mapped, and
+    /// released memory found changed (scanned now).
+    pub fn dma_violations(&self) -> Vec<DmaViolation> {
+        let book = self.dma_book.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = book.violations.clone();
+        for (gpa, r) in &book.freed {
+            let mut bytes = vec![0u8; r.len()];
+            if r.read_bytes(0, &mut bytes).is_ok() {
+                if let Some(off) = bytes.iter().position(|&b| b != FREED_POISON) {
+                    v.push(DmaViolation::WrittenAfterFree { gpa: gpa + off as u64 });
+                }
+            }
+        }
+        v
+    }
+
+    /// Number of guest DMA allocations released so far.
+    pub fn dma_released_count(&self) -> usize {
+        self.dma_book.lock().unwrap_or_else(|e| e.into_inner()).freed.len()
     }
 }

@@ -5,14 +5,47 @@ use super::{BarSpace, Dma, Interrupt, MsiMessage, PciFunction, Platform, Platfor
 use crate::model::vm::{InterruptController, PciFunction as VmFunction, Vm, MSI_ADDRESS_BASE};
 use crate::shm::Region;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A platform call a test can make fail once ([`SimPlatform::fail_next`]), as pcid or the
+/// memory and irq schemes can refuse them on Redox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFault {
+    /// [`Platform::alloc_dma`].
+    AllocDma,
+    /// [`Platform::alloc_vectors`].
+    AllocVectors,
+    /// [`PciFunction::enable_msix`].
+    EnableMsix,
+    /// [`PciFunction::map_bar`].
+    MapBar,
+}
+
+/// Pending one-shot faults, shared by the platform and the functions it opened.
+#[derive(Debug, Default)]
+struct Faults(Mutex<Vec<SimFault>>);
+
+impl Faults {
+    /// Consumes a pending `f`; `Err` if it was pending.
+    fn hit(&self, f: SimFault) -> Result<(), PlatformError> {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match v.iter().position(|x| *x == f) {
+            Some(i) => {
+                v.remove(i);
+                Err(PlatformError::Protocol(format!("injected fault: {f:?}")))
+            }
+            None => Ok(()),
+        }
+    }
+}
 
 /// A function of the simulated VM.
 #[derive(Debug, Clone)]
 pub struct SimFunction {
     f: VmFunction,
     slot: u8,
+    faults: Arc<Faults>,
 }
 
 impl SimFunction {
@@ -43,10 +76,12 @@ impl PciFunction for SimFunction {
         self.f.bar_write(bar, offset as u64, 4, value as u64)
     }
     fn map_bar(&mut self, bar: u8, len: usize) -> Result<Region, PlatformError> {
+        self.faults.hit(SimFault::MapBar)?;
         let r = self.f.bar_memory(bar).ok_or(PlatformError::Unsupported("bar is not memory"))?;
         Ok(r.sub(0, len)?)
     }
     fn enable_msix(&mut self) -> Result<(), PlatformError> {
+        self.faults.hit(SimFault::EnableMsix)?;
         let cap = super::cfg::msix(self)
             .ok_or_else(|| PlatformError::NotFound("msi-x capability".into()))?
             .offset;
@@ -79,12 +114,25 @@ pub struct SimPlatform {
     next_vector: u8,
     irq_gen: AtomicU64,
     t0: Instant,
+    faults: Arc<Faults>,
 }
 
 impl SimPlatform {
     /// A platform for the guest of `vm`, started for the function in bus slot `primary`.
     pub fn new(vm: Arc<Vm>, primary: u8) -> Self {
-        Self { vm, primary, next_vector: 0x40, irq_gen: AtomicU64::new(0), t0: Instant::now() }
+        Self {
+            vm,
+            primary,
+            next_vector: 0x40,
+            irq_gen: AtomicU64::new(0),
+            t0: Instant::now(),
+            faults: Arc::default(),
+        }
+    }
+
+    /// Makes the next call of kind `f` (on this platform or a function it opens) fail.
+    pub fn fail_next(&self, f: SimFault) {
+        self.faults.0.lock().unwrap_or_else(|e| e.into_inner()).push(f);
     }
 
     /// The VM.
@@ -102,7 +150,7 @@ impl Platform for SimPlatform {
             .functions()
             .into_iter()
             .find(|(s, _)| *s == self.primary)
-            .map(|(slot, f)| SimFunction { f, slot })
+            .map(|(slot, f)| SimFunction { f, slot, faults: self.faults.clone() })
             .ok_or_else(|| PlatformError::NotFound(format!("slot {}", self.primary)))
     }
 
@@ -120,13 +168,17 @@ impl Platform for SimPlatform {
                     && f.config_read(0, 2) as u16 == vendor
                     && f.config_read(2, 2) as u16 == device
             })
-            .map(|(slot, f)| SimFunction { f, slot })
+            .map(|(slot, f)| SimFunction { f, slot, faults: self.faults.clone() })
             .collect())
     }
 
+    /// Guest DMA from the VM's RAM; its release is checked by the VM ([`Vm::alloc_dma_guest`]).
     fn alloc_dma(&mut self, len: usize) -> Result<Dma, PlatformError> {
-        let (phys, region) =
-            self.vm.alloc_dma(len).map_err(|e| PlatformError::Protocol(format!("dma: {e}")))?;
+        self.faults.hit(SimFault::AllocDma)?;
+        let (phys, region) = self
+            .vm
+            .alloc_dma_guest(len)
+            .map_err(|e| PlatformError::Protocol(format!("dma: {e}")))?;
         Ok(Dma { region, phys })
     }
 
@@ -135,6 +187,7 @@ impl Platform for SimPlatform {
         _function: &SimFunction,
         n: u16,
     ) -> Result<Vec<(MsiMessage, SimIrq)>, PlatformError> {
+        self.faults.hit(SimFault::AllocVectors)?;
         if self.next_vector as u32 + n as u32 > 0xf0 {
             return Err(PlatformError::NotFound("free interrupt vectors".into()));
         }

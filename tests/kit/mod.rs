@@ -2,17 +2,26 @@
 //! platform, pipes and ports, test frames, and a copy-path transfer loop.
 #![allow(dead_code)]
 
+use ptnetd::abi::netmap::NS_MOREFRAG;
 use ptnetd::driver::copy::CopyError;
 use ptnetd::driver::{DriverConfig, DriverError, Ptnet};
 use ptnetd::model::memory::{MemConfig, NetmapMemory};
 use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
 use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
 use ptnetd::model::vm::Vm;
+use ptnetd::nm::Slot;
 use ptnetd::platform::sim::SimPlatform;
+use ptnetd::ring;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const T: Duration = Duration::from_secs(20);
+
+/// The driver with its polling fallback off (only interrupts wake a waiter): protocol tests
+/// run this way, so that a lost wake-up stalls and fails instead of costing one interval.
+pub fn strict(vnet_hdr: bool) -> DriverConfig {
+    DriverConfig { vnet_hdr, poll_interval: None }
+}
 
 pub struct Nic {
     pub vm: Arc<Vm>,
@@ -63,6 +72,34 @@ pub fn port(mem_id: u16, rings: u32, slots: u32) -> Arc<NmPort> {
     NmPort::new(mem, &PortSpec::new("p", rings, slots)).unwrap()
 }
 
+/// Netmap mode: writes `frame` into TX ring `i` of `drv` from slot `head`, one buffer per slot,
+/// `NS_MOREFRAG` on every slot but the last (on every slot if `terminated` is false), without
+/// publishing. Returns the slot after the chain.
+pub fn fill_chain(
+    drv: &Ptnet<SimPlatform>,
+    i: u32,
+    head: u32,
+    frame: &[u8],
+    terminated: bool,
+) -> u32 {
+    let info = drv.info();
+    let bsz = info.buf_size as usize;
+    let r = drv.ring(i).unwrap();
+    let (n, view) = (r.num_slots(), &r.view);
+    let chunks: Vec<&[u8]> = frame.chunks(bsz).collect();
+    let mut h = head;
+    for (k, chunk) in chunks.iter().enumerate() {
+        let s = view.slot(h);
+        let off = (info.buf_pool_ofs + s.buf_idx as u64 * bsz as u64) as usize;
+        drv.region().write_bytes(off, chunk).unwrap();
+        let last = k + 1 == chunks.len() && terminated;
+        let flags = if last { 0 } else { NS_MOREFRAG };
+        view.set_slot(h, Slot { buf_idx: s.buf_idx, len: chunk.len() as u16, flags });
+        h = ring::next(h, n);
+    }
+    h
+}
+
 pub fn frame(seq: u64, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len.max(60)];
     f[..6].copy_from_slice(&[2, 0, 0, 0, 3, 0xb]);
@@ -76,7 +113,8 @@ pub fn frame(seq: u64, len: usize) -> Vec<u8> {
 }
 
 /// Moves `frames` from TX ring `tx` of `a` to RX ring `rx` of `b` with at most `window` in
-/// flight, sending `batch` frames per flush.
+/// flight, sending `batch` frames per flush. When nothing arrives it waits for `b`'s
+/// interrupts (until the deadline): with [`strict`] drivers a lost wake-up fails here.
 pub fn transfer(
     a: &mut Nic,
     tx: u32,
@@ -110,8 +148,24 @@ pub fn transfer(
         }
         b.drv.flush_rx(rx).unwrap();
         if !any {
+            if t0.elapsed() >= T {
+                // What each side last saw, to tell a guest that slept unarmed from a host
+                // that stopped.
+                let (ra, rb) = (a.drv.ring(tx).unwrap(), b.drv.ring(rx).unwrap());
+                for (who, r, n) in [("tx", ra, &*a), ("rx", rb, &*b)] {
+                    eprintln!(
+                        "{who}: {:?} ktoa {:?} kern_need_kick {} atok {:?} appl_need_kick {} copy head {:?}",
+                        r.k,
+                        r.ktoa.appl_read(),
+                        r.ktoa.kern_need_kick(),
+                        r.atok.kern_read(),
+                        r.atok.appl_need_kick(),
+                        n.drv.copy_head(r.index)
+                    );
+                }
+            }
             assert!(t0.elapsed() < T, "stalled: {} of {}", got.len(), frames.len());
-            b.drv.wait_work(&b.plat, Duration::from_millis(50));
+            b.drv.wait_work(&b.plat, T.saturating_sub(t0.elapsed()));
             a.drv.take_interrupts(false);
         }
     }
