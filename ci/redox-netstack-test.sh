@@ -2,8 +2,8 @@
 # Redox's own network stack on ptnetd's `network` scheme: two Redox VMs on ptnet-host's switch,
 # each with ptnetd (the plain daemon) and smolnetd, the stack every Redox program's sockets go
 # through. VM B (10.0.2.12) runs `ptnet-net-test serve`, VM A (10.0.2.11) `ptnet-net-test
-# client`: UDP datagrams echoed through std::net (none may be lost), then a TCP transfer whose
-# SHA-256 both sides compare. Nothing on that path is ours but ptnetd.
+# client`: 10,000 UDP datagrams echoed through std::net (none may be lost; a TCP transfer with a
+# SHA-256 check when the images ask for one). Nothing on that path is ours but ptnetd.
 #
 #   ci/redox-netstack-test.sh --image-a IMG --image-b IMG   (ci/redox-image.sh makes net-a.img,
 #                                                           net-b.img from ci/redox/match/net-*)
@@ -120,10 +120,14 @@ for k in 0 1; do
     fail "netstack: VM $vm: $(log_of "$k" | grep -m1 -E "$FATAL_RE")"
   fi
 done
-for re in 'ptnet-net-test: udp-echo PASS sent=[0-9]+ echoed=[0-9]+ lost=0' 'ptnet-net-test: client PASS tcp PASS'; do
+# The images (ci/redox/match/net-*.rc) ask for no TCP transfer: smolnetd of the kit stalls TCP
+# transfers of 64 KiB and more now and then with Redox's own e1000d as well (the control run in
+# ci/redox/README.md), so a TCP check here would fail on the kit, not on ptnetd. With TCP asked
+# for (--bytes N, --tcp true), "client PASS tcp PASS" and "serve PASS tcp-sink" are the lines.
+for re in 'ptnet-net-test: client PASS udp-echo PASS sent=[0-9]+ echoed=[0-9]+ lost=0'; do
   if log_of 0 | grep -qE "$re"; then pass "netstack: VM A: $(log_of 0 | grep -m1 -oE "$re.*")"; else fail "netstack: VM A: no line /$re/"; fi
 done
-for re in 'ptnet-net-test: udp-echo PASS echoed=' 'ptnet-net-test: serve PASS tcp-sink'; do
+for re in 'ptnet-net-test: udp-echo PASS echoed=10000' 'ptnet-net-test: serve PASS'; do
   if log_of 1 | grep -qE "$re"; then pass "netstack: VM B: $(log_of 1 | grep -m1 -oE "$re.*")"; else fail "netstack: VM B: no line /$re/"; fi
 done
 say "netstack: verdict '$VERDICT' after ${SECS}s"

@@ -58,6 +58,9 @@ enum Cmd {
         /// Seconds without traffic before giving up.
         #[arg(long, default_value_t = 120)]
         idle: u64,
+        /// Receive the TCP transfer after the datagrams.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        tcp: bool,
     },
     /// Sends numbered datagrams and a TCP transfer to `serve`, checking what comes back.
     Client {
@@ -73,7 +76,7 @@ enum Cmd {
         /// Datagrams in flight.
         #[arg(long, default_value_t = 8)]
         window: u64,
-        /// Bytes of the TCP transfer.
+        /// Bytes of the TCP transfer (0: no TCP transfer).
         #[arg(long, default_value_t = 1 << 20)]
         bytes: u64,
         /// Seconds the whole client may take.
@@ -105,7 +108,13 @@ fn udp(bind: SocketAddr, peer: SocketAddr, t: Duration) -> std::io::Result<UdpSo
     Ok(s)
 }
 
-fn serve(bind: SocketAddr, peer: SocketAddr, count: u64, idle: Duration) -> Result<String, String> {
+fn serve(
+    bind: SocketAddr,
+    peer: SocketAddr,
+    count: u64,
+    idle: Duration,
+    tcp: bool,
+) -> Result<String, String> {
     let s = udp(bind, peer, Duration::from_millis(500)).map_err(|e| format!("udp socket: {e}"))?;
     let mut echoed = 0u64;
     let mut last = Instant::now();
@@ -133,6 +142,9 @@ fn serve(bind: SocketAddr, peer: SocketAddr, count: u64, idle: Duration) -> Resu
         }
     }
     println!("ptnet-net-test: udp-echo PASS echoed={echoed}");
+    if !tcp {
+        return Ok("tcp not asked (--tcp false)".into());
+    }
     let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), bind.port() + 1);
     let l = TcpListener::bind(any).map_err(|e| format!("tcp bind {any}: {e}"))?;
     let (mut c, from) = l.accept().map_err(|e| format!("tcp accept: {e}"))?;
@@ -286,12 +298,13 @@ fn main() -> ExitCode {
     let (what, r) = match args.cmd {
         Cmd::Prep { router } => ("prep", prep(&router)),
         Cmd::Addr { cidr, wait } => ("addr", addr(&cidr, Duration::from_secs(wait))),
-        Cmd::Serve { bind, peer, count, idle } => {
-            ("serve", serve(bind, peer, count, Duration::from_secs(idle)))
+        Cmd::Serve { bind, peer, count, idle, tcp } => {
+            ("serve", serve(bind, peer, count, Duration::from_secs(idle), tcp))
         }
         Cmd::Client { bind, server, count, window, bytes, timeout } => {
             let end = Instant::now() + Duration::from_secs(timeout);
             match udp_client(bind, server, count, window, end) {
+                Ok(s) if bytes == 0 => ("client", Ok(format!("{s}; tcp not asked (--bytes 0)"))),
                 Ok(s) => {
                     println!("ptnet-net-test: {s}");
                     ("client", tcp_client(server, bytes, end))
@@ -321,7 +334,7 @@ mod tests {
     fn client_and_server_agree_over_loopback() {
         let srv: SocketAddr = "127.0.0.1:47011".parse().unwrap();
         let cli: SocketAddr = "127.0.0.1:47012".parse().unwrap();
-        let h = std::thread::spawn(move || serve(srv, cli, 2000, Duration::from_secs(20)));
+        let h = std::thread::spawn(move || serve(srv, cli, 2000, Duration::from_secs(20), true));
         let end = Instant::now() + Duration::from_secs(30);
         let u = udp_client(cli, srv, 2000, 8, end).unwrap();
         assert!(u.contains("lost=0"), "{u}");
