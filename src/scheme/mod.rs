@@ -226,8 +226,21 @@ impl<P: Platform> Daemon<P> {
         }
     }
 
-    fn is_root(&self, which: Which, id: usize) -> bool {
-        self.handles.get(&id) == Some(&Handle::Root(which))
+    /// The checks every open of `which` starts with (N2, M2): root callers only, relative to
+    /// the scheme's root handle.
+    fn check_open(&self, which: Which, dir: usize, ctx: &redox_scheme::CallerCtx) -> Result<()> {
+        if ctx.uid != 0 || self.handles.get(&dir) != Some(&Handle::Root(which)) {
+            return Err(Error::new(syscall::error::EACCES));
+        }
+        Ok(())
+    }
+
+    /// `fpath` (N6, M7): `/scheme/<name>/<path>`, truncated to `buf`; returns the count.
+    fn fpath(&self, which: Which, path: &str, buf: &mut [u8]) -> usize {
+        let s = format!("/scheme/{}/{path}", self.scheme_name(which));
+        let n = s.len().min(buf.len());
+        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        n
     }
 
     /// A handle was closed (explicitly or because its process died): its rings go back to the

@@ -18,7 +18,7 @@ use core::ops::Range;
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
 use syscall::data::Stat;
-use syscall::error::{Error, Result, EACCES, EBADF, EBUSY, EINVAL, EIO, ENETDOWN, EOPNOTSUPP};
+use syscall::error::{Error, Result, EBADF, EBUSY, EINVAL, EIO, ENETDOWN, EOPNOTSUPP};
 use syscall::flag::{EventFlags, MapFlags, MODE_CHR};
 use syscall::schemev2::NewFdFlags;
 use syscall::PAGE_SIZE;
@@ -313,9 +313,7 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
         _fcntl_flags: u32,
         ctx: &CallerCtx,
     ) -> Result<OpenResult> {
-        if ctx.uid != 0 || !self.0.is_root(Which::Netmap, fd) {
-            return Err(Error::new(EACCES));
-        }
+        self.0.check_open(Which::Netmap, fd, ctx)?;
         let number = bind(self.0, path)?;
         Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() })
     }
@@ -400,10 +398,7 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
 
     fn fpath(&mut self, id: usize, buf: &mut [u8], _ctx: &CallerCtx) -> Result<usize> {
         let b = self.binding(id)?;
-        let s = format!("/scheme/{}/{}", self.0.scheme_name(Which::Netmap), b.path);
-        let n = s.len().min(buf.len());
-        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
-        Ok(n)
+        Ok(self.0.fpath(Which::Netmap, &b.path, buf))
     }
 
     fn fstat(&mut self, id: usize, stat: &mut Stat, _ctx: &CallerCtx) -> Result<()> {

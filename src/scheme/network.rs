@@ -14,7 +14,7 @@ use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
 use syscall::data::Stat;
 use syscall::error::{
-    Error, Result, EACCES, EAGAIN, EBADF, EINVAL, EMSGSIZE, ENETDOWN, EOPNOTSUPP, EWOULDBLOCK,
+    Error, Result, EAGAIN, EBADF, EINVAL, EMSGSIZE, ENETDOWN, EOPNOTSUPP, EWOULDBLOCK,
 };
 use syscall::flag::{EventFlags, MapFlags, MODE_FILE, O_NONBLOCK};
 use syscall::schemev2::NewFdFlags;
@@ -197,9 +197,7 @@ impl<P: Platform> SchemeSync for NetworkView<'_, P> {
         _fcntl_flags: u32,
         ctx: &CallerCtx,
     ) -> Result<OpenResult> {
-        if ctx.uid != 0 || !self.0.is_root(Which::Network, fd) {
-            return Err(Error::new(EACCES));
-        }
+        self.0.check_open(Which::Network, fd, ctx)?;
         let (h, flags) = match path {
             "" => (Handle::NetData { read_events: false }, NewFdFlags::empty()),
             "mac" => (Handle::NetMac, NewFdFlags::POSITIONED),
@@ -264,10 +262,7 @@ impl<P: Platform> SchemeSync for NetworkView<'_, P> {
             Handle::NetMac => "mac",
             _ => "",
         };
-        let s = format!("/scheme/{}/{path}", self.0.scheme_name(Which::Network));
-        let n = s.len().min(buf.len());
-        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
-        Ok(n)
+        Ok(self.0.fpath(Which::Network, path, buf))
     }
 
     fn fstat(&mut self, id: usize, stat: &mut Stat, _ctx: &CallerCtx) -> Result<()> {
