@@ -355,6 +355,12 @@ mod model {
         let k = HostKernel::spawn(Daemon::new(plat, nic), Arc::new(move || irq.wake()), cfg);
         let name = k.name().to_string();
         let ok = run(&HostOs::new(vec![&k]), name, args);
+        let s = k.snapshot();
+        println!(
+            "ptnet-scheme-test: daemon calls={} stack frames read={} written={} zero-copy syncs={} \
+             wake-ups={}",
+            s.scheme.calls, s.scheme.frames_read, s.scheme.frames_written, s.scheme.syncs, s.loops
+        );
         if let Some(d) = k.stop() {
             d.shutdown().map_err(|x| e("shutdown")(&x))?;
         }
