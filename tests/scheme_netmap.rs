@@ -391,7 +391,7 @@ fn mode_switches_under_traffic_lose_and_repeat_nothing() {
         let mut buf = vec![0u8; 2048];
         let (mut next, mut switches) = (0u64, 0);
         let t0 = std::time::Instant::now();
-        let mut check = |buf: &[u8], next: &mut u64| {
+        let check = |buf: &[u8], next: &mut u64| {
             assert_eq!(buf, &frame(1, 2, *next, len(*next))[..], "frame {next}");
             *next += 1;
         };
