@@ -13,6 +13,7 @@
 pub mod host;
 #[cfg(target_os = "redox")]
 pub mod redox;
+pub mod smol;
 
 use crate::abi::netmap::NETMAP_MAX_FRAGS;
 use crate::abi::nmscheme::{NmInfo, INFO_LEN, INFO_VERSION, OP_INFO, OP_RXSYNC, OP_TXSYNC};
