@@ -9,7 +9,7 @@
 #   ci/redox/initfs/                  (etc/init.rc: the daemons, then pcid-spawner)
 #   etc/pcid/initfs.toml              <- ci/redox/match/NAME.toml (ptnetd's command line)
 #   lib/drivers/ptnetd                <- the cross-linked binary
-#   bin/ptnet-scheme-test, bin/ptnet-net-test   <- the test clients, cross-linked with it
+#   bin/ptnet-{scheme-test,net-test,pktgen}   <- the test clients, cross-linked with it
 #   etc/init.rc                       += ci/redox/match/NAME.rc, if there is one
 # and makes DIR/NAME.img with the kit's make-image.sh (which adds the kit's own programs).
 #
@@ -57,7 +57,7 @@ if [ -z "$PTNETD" ]; then
     CARGO_TARGET_X86_64_UNKNOWN_REDOX_LINKER=$REDOX_KIT/sysroot/bin/x86_64-unknown-redox-gcc \
       CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_DEBUG=0 \
       cargo "+$TOOLCHAIN" build --release --target x86_64-unknown-redox \
-      -Zbuild-std=std,panic_abort --bin ptnetd --bin ptnet-scheme-test --bin ptnet-net-test) \
+      -Zbuild-std=std,panic_abort --bin ptnetd --bin ptnet-scheme-test --bin ptnet-net-test --bin ptnet-pktgen) \
       >"$log" 2>&1; then
     tail -30 "$log" | sed 's/^/cargo| /' >&2
     die "ptnetd does not build or link for x86_64-unknown-redox (log: $log)"
@@ -66,7 +66,7 @@ if [ -z "$PTNETD" ]; then
 fi
 # The test clients (scheme checks, netstack checks): built beside ptnetd when it is built here.
 CLIENTS=()
-for c in ptnet-scheme-test ptnet-net-test; do
+for c in ptnet-scheme-test ptnet-net-test ptnet-pktgen; do
   f=$CARGO_TARGET/x86_64-unknown-redox/release/$c
   [ -x "$f" ] && CLIENTS+=("$f")
 done

@@ -201,7 +201,7 @@ monitor() {
 }
 
 # What ends a run at once, as a failure (extended regexes over the serial console).
-FATAL_RE='\[ERROR ptnetd|panicked at|exited without notifying readiness|ptnetd: selftest FAIL|ptnet-(scheme|net)-test: .*FAIL'
+FATAL_RE='\[ERROR ptnetd|panicked at|exited without notifying readiness|ptnetd: selftest FAIL|ptnet-(scheme|net)-test: .*FAIL|pkt-gen: .*FAIL'
 MAC_RE='([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}'
 SHUTDOWN_RE='ptnetd: .* shut down'
 start_line() { grep -E 'ptnetd' "$LOG" | grep -E "$MAC_RE" | grep -vE 'selftest (PASS|FAIL)' | head -1 || true; }

@@ -10,7 +10,8 @@
 #                   with --vnet: only switch ports accept the header, as netmap's VALE ports)
 #   4. daemon       the plain daemon (2 ring pairs, reflector): both schemes registered,
 #                   readiness to pcid-spawner; ptnet-scheme-test from init.rc (stack mode, zero
-#                   copy, ring ownership: PASS lines); then the device goes away: clean shutdown
+#                   copy, ring ownership: PASS lines) and ptnet-pktgen (txrx with exact counts,
+#                   ping latencies); then the device goes away: clean shutdown
 #   5. netstack     two VMs on the switch, each with ptnetd and Redox's own netstack (smolnetd):
 #                   UDP echoed through std::net (10,000 datagrams, none lost) and a TCP
 #                   transfer checked by SHA-256 (ci/redox-netstack-test.sh)
@@ -65,11 +66,13 @@ for n in $BOOTS; do
     5) bash "$CI_DIR/redox-netstack-test.sh" --image-a "$OUT/net-a.img" --image-b "$OUT/net-b.img" \
       --timeout "$TIMEOUT" ;;
     4) boot --name daemon --image "$OUT/daemon.img" --no-selftest --host-args "--rings 2" \
-      --wait-for 'ptnet-scheme-test: ownership (PASS|FAIL)' \
+      --wait-for 'pkt-gen: Ping (PASS|FAIL)' \
       --expect 'scheme network\.pci-[0-9a-f.-]+_ptnet registered' \
       --expect 'scheme netmap\.pci-[0-9a-f.-]+_ptnet registered' \
       --expect 'entered the null namespace' --expect 'ptnet-scheme-test: stack PASS' --expect 'ptnet-scheme-test: zerocopy PASS' \
-      --expect 'ptnet-scheme-test: ownership PASS' ;;
+      --expect 'ptnet-scheme-test: ownership PASS' \
+      --expect 'pkt-gen: Txrx PASS sent=20000 received=20000 lost=0' \
+      --expect 'pkt-gen: Ping PASS sent=500 received=500 .* rtt p50=' ;;
     *) die "no boot $n (1..5)" ;;
   esac
 done

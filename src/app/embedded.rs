@@ -114,6 +114,25 @@ pub fn model_selftest(frames: u64, slots: u32, opts: &DriveOpts) -> bool {
     }
 }
 
+/// ptnetd's daemon serving both schemes for a model VM whose NIC (`rings` ring pairs) sits on a
+/// port that reflects every frame, behind the in-process kernel (polling fallback off). What the
+/// host modes of the test clients (`ptnet-scheme-test --model`, `ptnet-pktgen --model`) run on.
+pub fn reflector_daemon(
+    rings: u32,
+) -> Result<crate::scheme::host::HostKernel<SimPlatform>, Box<dyn std::error::Error>> {
+    use crate::scheme::host::{HostConfig, HostKernel};
+    let mem = NetmapMemory::new(1, MemConfig::for_ports(1, 2 * rings, 256, 64))?;
+    let port = NmPort::new(Arc::new(mem), &PortSpec::new("reflector", rings, 256))?;
+    port.set_backend(Reflector::new(&port));
+    let (dev, mut plat) = vm_on_port(port, NicPlace::default())?;
+    drop(dev);
+    let nic = crate::driver::Ptnet::attach(&mut plat, crate::driver::DriverConfig::default())?;
+    let irq = plat.vm().irq().clone();
+    let cfg = HostConfig { poll: None, ..HostConfig::default() };
+    let daemon = crate::scheme::Daemon::new(plat, nic);
+    Ok(HostKernel::spawn(daemon, Arc::new(move || irq.wake()), cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //! | `daemon` | (Redox) the plain daemon: both schemes served until the device goes away |
 //! | `embedded` | (host) model VMs with the driver on [`SimPlatform`](crate::platform::sim::SimPlatform), the self test against a reflector |
 //! | `demo` | (host) the main job: verified VM-to-VM traffic through the driver's copy path |
+//! | [`pktgen`] | the pkt-gen-like generator/sink/pinger on the zero-copy scheme (`ptnet-pktgen`) |
 
 pub mod cli;
 #[cfg(target_os = "redox")]
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod demo;
 #[cfg(not(target_os = "redox"))]
 pub mod embedded;
+pub mod pktgen;
 
 use crate::driver::{DriverConfig, Ptnet};
 use crate::platform::Platform;

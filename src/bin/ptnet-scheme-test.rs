@@ -325,34 +325,10 @@ fn main() -> ExitCode {
 mod model {
     use super::{run, Args};
     use ptnetd::client::host::HostOs;
-    use ptnetd::driver::{DriverConfig, Ptnet};
-    use ptnetd::model::memory::{MemConfig, NetmapMemory};
-    use ptnetd::model::port::{NmPort, PortSpec, Reflector};
-    use ptnetd::model::ptnet::{Netdev, PtnetConfig};
-    use ptnetd::model::vm::Vm;
-    use ptnetd::platform::sim::SimPlatform;
-    use ptnetd::scheme::host::{HostConfig, HostKernel};
-    use ptnetd::scheme::Daemon;
-    use std::sync::Arc;
 
-    /// A VM with a ptnet NIC on a reflecting port of `rings` ring pairs, ptnetd's daemon on it,
-    /// and the checks run through the in-process kernel (polling fallback off).
+    /// The checks against ptnetd serving a model VM on a reflecting port of `rings` ring pairs.
     pub fn run_against_reflector(rings: u32, args: &Args) -> Result<bool, String> {
-        let e = |w: &'static str| move |x: &dyn std::fmt::Display| format!("{w}: {x}");
-        let mem = NetmapMemory::new(1, MemConfig::for_ports(1, 2 * rings, 256, 64))
-            .map_err(|x| e("memory")(&x))?;
-        let port = NmPort::new(Arc::new(mem), &PortSpec::new("reflector", rings, 256))
-            .map_err(|x| e("port")(&x))?;
-        port.set_backend(Reflector::new(&port));
-        let vm = Vm::new(64).map_err(|x| e("vm")(&x))?;
-        vm.add_ptnet(Netdev::passthrough(port), PtnetConfig::default())
-            .map_err(|x| e("nic")(&x))?;
-        let slot = vm.functions().first().map(|(s, _)| *s).ok_or("no function")?;
-        let mut plat = SimPlatform::new(vm.clone(), slot);
-        let nic = Ptnet::attach(&mut plat, DriverConfig::default()).map_err(|x| e("attach")(&x))?;
-        let irq = vm.irq().clone();
-        let cfg = HostConfig { poll: None, ..HostConfig::default() };
-        let k = HostKernel::spawn(Daemon::new(plat, nic), Arc::new(move || irq.wake()), cfg);
+        let k = ptnetd::app::embedded::reflector_daemon(rings).map_err(|e| e.to_string())?;
         let name = k.name().to_string();
         let ok = run(&HostOs::new(vec![&k]), name, args);
         let s = k.snapshot();
@@ -362,7 +338,7 @@ mod model {
             s.scheme.calls, s.scheme.frames_read, s.scheme.frames_written, s.scheme.syncs, s.loops
         );
         if let Some(d) = k.stop() {
-            d.shutdown().map_err(|x| e("shutdown")(&x))?;
+            d.shutdown().map_err(|e| format!("shutdown: {e}"))?;
         }
         Ok(ok)
     }
