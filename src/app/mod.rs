@@ -10,6 +10,7 @@
 //! | `daemon` | (Redox) the plain daemon: both schemes served until the device goes away |
 //! | `embedded` | (host) model VMs with the driver on [`SimPlatform`](crate::platform::sim::SimPlatform), the self test against a reflector |
 //! | `demo` | (host) the main job: verified VM-to-VM traffic through the driver's copy path |
+//! | `system` | (host) the whole system being built as the next main job: two VMs with ptnetd's schemes, TCP over `network`, pkt-gen over `netmap`, a mode switch |
 //! | [`pktgen`] | the pkt-gen-like generator/sink/pinger on the zero-copy scheme (`ptnet-pktgen`) |
 
 pub mod cli;
@@ -20,6 +21,8 @@ pub mod demo;
 #[cfg(not(target_os = "redox"))]
 pub mod embedded;
 pub mod pktgen;
+#[cfg(not(target_os = "redox"))]
+pub mod system;
 
 use crate::driver::{DriverConfig, Ptnet};
 use crate::platform::Platform;

@@ -305,6 +305,8 @@ pub fn run<O: Os>(
             idle_since = Instant::now();
         } else if sends && rep.sent >= want && idle_since.elapsed() > Duration::from_secs(2) {
             break; // what has not come back by now is lost
+        } else if !sends && rep.received > 0 && idle_since.elapsed() > Duration::from_secs(1) {
+            break; // a receiver: the sender stopped (what it sent and we lack is lost)
         } else {
             let f = if recvs { EventFlags::EVENT_READ } else { EventFlags::EVENT_WRITE };
             port.wait(f, Duration::from_millis(100))?;
