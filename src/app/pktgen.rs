@@ -155,6 +155,13 @@ const MAGIC: u32 = 0x706b_7467; // "pktg"
 /// A test frame: broadcast from `src`, `len` bytes, sequence `seq`, send time `t_ns`.
 pub fn frame(src: [u8; 6], seq: u64, t_ns: u64, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len.max(60)];
+    write_frame(&mut f, src, seq, t_ns);
+    f
+}
+
+/// [`frame`] into `f` (its whole length, at least 60 bytes): the sender's per-frame path, no
+/// allocation.
+pub fn write_frame(f: &mut [u8], src: [u8; 6], seq: u64, t_ns: u64) {
     f[..6].copy_from_slice(&[0xff; 6]);
     f[6..12].copy_from_slice(&src);
     f[12..14].copy_from_slice(&ETHERTYPE);
@@ -164,7 +171,6 @@ pub fn frame(src: [u8; 6], seq: u64, t_ns: u64, len: usize) -> Vec<u8> {
     for (i, b) in f.iter_mut().enumerate().skip(34) {
         *b = (seq as usize).wrapping_add(i) as u8;
     }
-    f
 }
 
 /// `(seq, t_ns)` of an intact test frame, `None` for anything else.
@@ -236,6 +242,7 @@ pub fn run<O: Os>(
     let mut rep = PktgenReport::default();
     let mut seen = Seen::default();
     let mut buf = vec![0u8; 65536];
+    let mut out = vec![0u8; cfg.len];
     let mut last_line = (t0, 0u64, 0u64);
     let want = if cfg.count == 0 { u64::MAX } else { cfg.count };
     let mut idle_since = Instant::now();
@@ -262,8 +269,8 @@ pub fn run<O: Os>(
             let burst = if cfg.function == Function::Ping { 1 } else { cfg.batch as u64 };
             let mut k = 0;
             while k < burst && rep.sent < want.min(allowed) {
-                let t = t0.elapsed().as_nanos() as u64;
-                if !tx.push(&frame(mac, rep.sent, t, cfg.len))? {
+                write_frame(&mut out, mac, rep.sent, t0.elapsed().as_nanos() as u64);
+                if !tx.push(&out)? {
                     break;
                 }
                 rep.sent += 1;

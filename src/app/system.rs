@@ -206,20 +206,32 @@ fn tcp_socket() -> tcp::Socket<'static> {
     tcp::Socket::new(buf(), buf())
 }
 
-/// A TCP transfer of `bytes` from A to B over the two VMs' `network` schemes (smoltcp on each);
-/// `during` runs once per loop (the mode switch). Returns (sent, received, equal digests).
-fn tcp_transfer(
-    a: &Vm,
-    b: &Vm,
+/// What a TCP transfer between two smoltcp stacks did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TcpOutcome {
+    /// Bytes the sender handed to its socket.
+    pub sent: u64,
+    /// Bytes the receiver read.
+    pub received: u64,
+    /// SHA-256 of both equal.
+    pub sha256_match: bool,
+    /// Seconds it took.
+    pub secs: f64,
+}
+
+/// A TCP transfer of `bytes` from a smoltcp stack on device `da` (MAC `macs[0]`, 10.0.0.1) to
+/// one on `db` (`macs[1]`, 10.0.0.2); `between` runs after each poll of both (flush batched
+/// devices, switch modes), with the bytes received so far.
+pub fn tcp_over<DA: smoltcp::phy::Device, DB: smoltcp::phy::Device>(
+    da: &mut DA,
+    db: &mut DB,
+    macs: [[u8; 6]; 2],
     bytes: usize,
     timeout: Duration,
-    during: &mut dyn FnMut(usize),
-) -> Result<(u64, u64, bool, f64, u64, f64), String> {
-    let (oa, ob) = (HostOs::new(vec![&a.k]), HostOs::new(vec![&b.k]));
-    let mut da = NetworkDevice::open(&oa, a.k.name()).map_err(|e| e.to_string())?;
-    let mut db = NetworkDevice::open(&ob, b.k.name()).map_err(|e| e.to_string())?;
-    let mut ia = iface(&mut da, a.mac, [10, 0, 0, 1]);
-    let mut ib = iface(&mut db, b.mac, [10, 0, 0, 2]);
+    between: &mut dyn FnMut(&mut DA, &mut DB, usize),
+) -> Result<TcpOutcome, String> {
+    let mut ia = iface(da, macs[0], [10, 0, 0, 1]);
+    let mut ib = iface(db, macs[1], [10, 0, 0, 2]);
     let (mut sa, mut sb) = (SocketSet::new(vec![]), SocketSet::new(vec![]));
     let ha = sa.add(tcp_socket());
     let hb = sb.add(tcp_socket());
@@ -235,9 +247,9 @@ fn tcp_transfer(
             return Err(format!("tcp stalled: sent {sent} received {got} of {bytes}"));
         }
         let now = SmolInstant::now();
-        ia.poll(now, &mut da, &mut sa);
-        ib.poll(now, &mut db, &mut sb);
-        during(got);
+        ia.poll(now, da, &mut sa);
+        ib.poll(now, db, &mut sb);
+        between(da, db, got);
         let s = sa.get_mut::<tcp::Socket>(ha);
         if s.can_send() && sent < bytes {
             sent += s
@@ -261,12 +273,32 @@ fn tcp_transfer(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let frames =
-        [da.stats(), db.stats()].iter().map(|s| s.rx_frames.get() + s.tx_frames.get()).sum();
-    let calls: u64 = [da.stats(), db.stats()].iter().map(|s| s.calls.get()).sum();
-    let equal = hs.finalize() == hr.finalize();
-    Ok((sent as u64, got as u64, equal, secs, frames, calls as f64 / frames.max(1) as f64))
+    Ok(TcpOutcome {
+        sent: sent as u64,
+        received: got as u64,
+        sha256_match: hs.finalize() == hr.finalize(),
+        secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`tcp_over`] the two VMs' `network` schemes; `during` runs once per loop (the mode switch).
+/// Returns the outcome, the frames moved and the scheme calls per frame.
+fn tcp_transfer(
+    a: &Vm,
+    b: &Vm,
+    bytes: usize,
+    timeout: Duration,
+    during: &mut dyn FnMut(usize),
+) -> Result<(TcpOutcome, u64, f64), String> {
+    let (oa, ob) = (HostOs::new(vec![&a.k]), HostOs::new(vec![&b.k]));
+    let mut da = NetworkDevice::open(&oa, a.k.name()).map_err(|e| e.to_string())?;
+    let mut db = NetworkDevice::open(&ob, b.k.name()).map_err(|e| e.to_string())?;
+    let o =
+        tcp_over(&mut da, &mut db, [a.mac, b.mac], bytes, timeout, &mut |_, _, got| during(got))?;
+    let stats = [da.stats(), db.stats()];
+    let frames = stats.iter().map(|s| s.rx_frames.get() + s.tx_frames.get()).sum::<u64>();
+    let calls = stats.iter().map(|s| s.calls.get()).sum::<u64>();
+    Ok((o, frames, calls as f64 / frames.max(1) as f64))
 }
 
 /// Runs the three phases; `progress` gets a line per phase.
@@ -277,9 +309,9 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemR
     let mut rep = SystemReport { vms: vec![ra, rb], ..SystemReport::default() };
 
     progress("system: stack mode: TCP over the network schemes");
-    let (sent, got, eq, secs, frames, cpf) =
-        tcp_transfer(&a, &b, cfg.tcp_bytes, cfg.phase_timeout, &mut |_| {})
-            .map_err(|e| format!("stack phase: {e}"))?;
+    let (o, frames, cpf) = tcp_transfer(&a, &b, cfg.tcp_bytes, cfg.phase_timeout, &mut |_| {})
+        .map_err(|e| format!("stack phase: {e}"))?;
+    let (sent, got, eq, secs) = (o.sent, o.received, o.sha256_match, o.secs);
     rep.stack = StackReport {
         bytes_sent: sent,
         bytes_received: got,
@@ -352,7 +384,8 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemR
         }
     });
     drop(held);
-    let (_, got, eq, ..) = r.map_err(|e| format!("mode-switch phase: {e}"))?;
+    let (o, ..) = r.map_err(|e| format!("mode-switch phase: {e}"))?;
+    let (got, eq) = (o.received, o.sha256_match);
     rep.mode_switch = ModeSwitchReport {
         bytes: got,
         switches,

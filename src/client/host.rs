@@ -102,12 +102,13 @@ impl<P: Platform + Send + 'static> Os for HostOs<'_, P> {
         flags: EventFlags,
         timeout: Duration,
     ) -> Result<EventFlags, ClientError> {
-        if let Some(r) = self.ready.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&fd) {
-            let got = *r & flags;
-            if !got.is_empty() {
-                r.remove(got);
-                return Ok(got);
-            }
+        let got = super::take_pending(
+            &mut self.ready.lock().unwrap_or_else(|e| e.into_inner()),
+            fd,
+            flags,
+        );
+        if !got.is_empty() {
+            return Ok(got);
         }
         let (e, k) = self.entry(fd)?;
         Ok(k.wait_event(e.which, e.id, flags, timeout))

@@ -109,6 +109,19 @@ pub trait Os {
     fn close(&self, fd: usize);
 }
 
+/// Takes the events in `flags` that are pending for `fd` in `pending` (what `Os::wait_event`
+/// implementations keep between waits).
+fn take_pending(
+    pending: &mut std::collections::HashMap<usize, EventFlags>,
+    fd: usize,
+    flags: EventFlags,
+) -> EventFlags {
+    let e = pending.entry(fd).or_default();
+    let got = *e & flags;
+    e.remove(got);
+    got
+}
+
 /// An open descriptor of an [`Os`], closed on drop.
 #[derive(Debug)]
 pub struct Fd<'a, O: Os> {

@@ -122,12 +122,7 @@ impl Os for RedoxOs {
         flags: EventFlags,
         timeout: Duration,
     ) -> Result<EventFlags, ClientError> {
-        let take = |p: &mut HashMap<usize, EventFlags>| {
-            let e = p.entry(fd).or_default();
-            let got = *e & flags;
-            e.remove(got);
-            got
-        };
+        let take = |p: &mut HashMap<usize, EventFlags>| super::take_pending(p, fd, flags);
         let got = take(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if !got.is_empty() {
             return Ok(got);

@@ -12,7 +12,7 @@
 use super::{ClientError, Fd, NetmapPort, Os};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 /// Largest frame either device moves (MTU 1500 + Ethernet header, scheme-spec N5).
 pub const MAX_FRAME: usize = 1514;
@@ -49,6 +49,20 @@ fn caps() -> DeviceCapabilities {
     c
 }
 
+fn scratch() -> RefCell<Vec<u8>> {
+    RefCell::new(vec![0; MAX_FRAME])
+}
+
+/// Lends smoltcp `len` bytes of the device's transmit scratch buffer (grown once if smoltcp
+/// ever asks for more than [`MAX_FRAME`]; no allocation per frame).
+fn with_scratch<R>(buf: &RefCell<Vec<u8>>, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut b = buf.borrow_mut();
+    if b.len() < len {
+        b.resize(len, 0);
+    }
+    f(&mut b[..len])
+}
+
 /// A received frame, copied out of the scheme or the ring.
 pub struct RxBuf<'b>(&'b [u8]);
 
@@ -62,6 +76,7 @@ impl phy::RxToken for RxBuf<'_> {
 pub struct NetworkDevice<'a, O: Os> {
     fd: Fd<'a, O>,
     rx: Vec<u8>,
+    tx: RefCell<Vec<u8>>,
     stats: DeviceStats,
 }
 
@@ -70,7 +85,7 @@ impl<'a, O: Os> NetworkDevice<'a, O> {
     pub fn open(os: &'a O, pci_name: &str) -> Result<Self, ClientError> {
         let flags = syscall::flag::O_RDWR | syscall::flag::O_NONBLOCK;
         let fd = Fd::open(os, &super::network_path(pci_name, ""), flags)?;
-        Ok(Self { fd, rx: vec![0; MAX_FRAME], stats: DeviceStats::default() })
+        Ok(Self { fd, rx: vec![0; MAX_FRAME], tx: scratch(), stats: DeviceStats::default() })
     }
 
     /// Counters.
@@ -82,19 +97,21 @@ impl<'a, O: Os> NetworkDevice<'a, O> {
 /// Sends through the `network` handle.
 pub struct NetworkTx<'d, 'a, O: Os> {
     fd: &'d Fd<'a, O>,
+    tx: &'d RefCell<Vec<u8>>,
     stats: &'d DeviceStats,
 }
 
 impl<O: Os> phy::TxToken for NetworkTx<'_, '_, O> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
-        DeviceStats::bump(&self.stats.calls);
-        match self.fd.write(&b) {
-            Ok(_) => DeviceStats::bump(&self.stats.tx_frames),
-            Err(_) => DeviceStats::bump(&self.stats.dropped),
-        }
-        r
+        with_scratch(self.tx, len, |b| {
+            let r = f(b);
+            DeviceStats::bump(&self.stats.calls);
+            match self.fd.write(b) {
+                Ok(_) => DeviceStats::bump(&self.stats.tx_frames),
+                Err(_) => DeviceStats::bump(&self.stats.dropped),
+            }
+            r
+        })
     }
 }
 
@@ -112,11 +129,11 @@ impl<O: Os> Device for NetworkDevice<'_, O> {
         DeviceStats::bump(&self.stats.calls);
         let n = self.fd.read(&mut self.rx).ok()?; // EAGAIN: nothing now
         DeviceStats::bump(&self.stats.rx_frames);
-        Some((RxBuf(&self.rx[..n]), NetworkTx { fd: &self.fd, stats: &self.stats }))
+        Some((RxBuf(&self.rx[..n]), NetworkTx { fd: &self.fd, tx: &self.tx, stats: &self.stats }))
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<Self::TxToken<'_>> {
-        Some(NetworkTx { fd: &self.fd, stats: &self.stats })
+        Some(NetworkTx { fd: &self.fd, tx: &self.tx, stats: &self.stats })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -130,6 +147,7 @@ pub struct NetmapDevice<'a, O: Os> {
     port: NetmapPort<'a, O>,
     ring: u32,
     rx: Vec<u8>,
+    tx: RefCell<Vec<u8>>,
     pending_tx: Cell<bool>,
     stats: DeviceStats,
 }
@@ -142,6 +160,7 @@ impl<'a, O: Os> NetmapDevice<'a, O> {
             port,
             ring,
             rx: vec![0; MAX_FRAME],
+            tx: scratch(),
             pending_tx: Cell::new(false),
             stats: DeviceStats::default(),
         })
@@ -175,18 +194,28 @@ pub struct NetmapTx<'d, 'a, O: Os> {
 
 impl<O: Os> phy::TxToken for NetmapTx<'_, '_, O> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0u8; len];
-        let r = f(&mut b);
         let d = self.dev;
+        with_scratch(&d.tx, len, |b| {
+            let r = f(b);
+            d.queue(b);
+            r
+        })
+    }
+}
+
+impl<O: Os> NetmapDevice<'_, O> {
+    /// Puts one frame into the TX ring, syncing once if the ring is full.
+    fn queue(&self, b: &[u8]) {
+        let d = self;
         let Ok(tx) = d.port.tx_ring(d.ring) else {
             DeviceStats::bump(&d.stats.dropped);
-            return r;
+            return;
         };
-        let mut pushed = tx.push(&b).unwrap_or(false);
+        let mut pushed = tx.push(b).unwrap_or(false);
         if !pushed {
             // Full: hand what is queued over and reclaim completed slots, then once more.
             DeviceStats::bump(&d.stats.calls);
-            pushed = d.port.txsync().is_ok() && tx.push(&b).unwrap_or(false);
+            pushed = d.port.txsync().is_ok() && tx.push(b).unwrap_or(false);
         }
         if pushed {
             d.pending_tx.set(true);
@@ -194,7 +223,6 @@ impl<O: Os> phy::TxToken for NetmapTx<'_, '_, O> {
         } else {
             DeviceStats::bump(&d.stats.dropped);
         }
-        r
     }
 }
 

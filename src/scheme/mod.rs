@@ -246,12 +246,11 @@ impl<P: Platform> Daemon<P> {
     /// A handle was closed (explicitly or because its process died): its rings go back to the
     /// stack (scheme-spec M5.1, M5.3).
     pub fn close(&mut self, id: usize) {
-        match self.handles.remove(&id) {
-            Some(Handle::Netmap(b)) => netmap::unbind(self, id, &b),
-            Some(Handle::Root(w)) => {
-                self.handles.insert(id, Handle::Root(w)); // roots live as long as the daemon
-            }
-            _ => {}
+        if matches!(self.handles.get(&id), Some(Handle::Root(_))) {
+            return; // roots live as long as the daemon
+        }
+        if let Some(Handle::Netmap(b)) = self.handles.remove(&id) {
+            netmap::unbind(self, id, &b);
         }
     }
 

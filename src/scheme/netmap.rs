@@ -38,6 +38,20 @@ pub struct Binding {
     pub events: EventFlags,
 }
 
+/// What readiness needs of a binding (no path: copied on every batch end).
+#[derive(Debug, Clone)]
+struct Watch {
+    tx: Range<u32>,
+    rx: Range<u32>,
+    events: EventFlags,
+}
+
+impl Binding {
+    fn watch(&self) -> Watch {
+        Watch { tx: self.tx.clone(), rx: self.rx.clone(), events: self.events }
+    }
+}
+
 /// Parses a binding path (M2) for a port with `tx_rings`/`rx_rings` rings.
 pub fn parse_path(path: &str, tx_rings: u32, rx_rings: u32) -> Option<(Range<u32>, Range<u32>)> {
     let (which, dir) = match path.split_once('/') {
@@ -192,11 +206,10 @@ fn sync_ring<P: Platform>(d: &mut Daemon<P>, i: u32, tx: bool) -> Result<()> {
     }
 }
 
-fn sync_all<P: Platform>(d: &mut Daemon<P>, b: &Binding, tx: bool) -> Result<usize> {
+/// Syncs the bound rings `ids` (driver numbering) of one direction, per call on the data path:
+/// no allocation.
+fn sync_all<P: Platform>(d: &mut Daemon<P>, ids: Range<u32>, tx: bool) -> Result<usize> {
     d.stats.syncs += 1;
-    let t = d.nic.info().tx_rings;
-    let ids: Vec<u32> =
-        if tx { b.tx.clone().collect() } else { b.rx.clone().map(|k| t + k).collect() };
     let mut res = Ok(0);
     for i in ids {
         if let Err(e) = sync_ring(d, i, tx) {
@@ -209,7 +222,7 @@ fn sync_all<P: Platform>(d: &mut Daemon<P>, b: &Binding, tx: bool) -> Result<usi
 }
 
 /// Readiness of a binding now (M6): frames to read on a bound RX ring, space on a bound TX ring.
-fn ready<P: Platform>(d: &mut Daemon<P>, b: &Binding) -> EventFlags {
+fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
     let t = d.nic.info().tx_rings;
     let mut f = EventFlags::empty();
     if b.events.contains(EventFlags::EVENT_READ) {
@@ -234,28 +247,28 @@ fn ready<P: Platform>(d: &mut Daemon<P>, b: &Binding) -> EventFlags {
 /// Arms the interrupts of the rings a subscribed handle waits on, then re-checks (the
 /// re-arm-then-re-check of ptnet.md §5.4 rule 3: work that arrived before the arm is seen now,
 /// work after it raises an interrupt).
-fn arm_and_check<P: Platform>(d: &mut Daemon<P>, b: &Binding) -> EventFlags {
+fn arm_and_check<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
     let t = d.nic.info().tx_rings;
-    let mut ids = Vec::new();
     if b.events.contains(EventFlags::EVENT_READ) {
-        ids.extend(b.rx.clone().map(|k| t + k));
+        for k in b.rx.clone() {
+            let _ = d.nic.set_interrupts(t + k, true);
+        }
     }
     if b.events.contains(EventFlags::EVENT_WRITE) {
-        ids.extend(b.tx.clone());
-    }
-    for &i in &ids {
-        let _ = d.nic.set_interrupts(i, true);
+        for i in b.tx.clone() {
+            let _ = d.nic.set_interrupts(i, true);
+        }
     }
     ready(d, b)
 }
 
 /// Events to post to subscribed netmap handles (M6).
 pub(crate) fn events<P: Platform>(d: &mut Daemon<P>, out: &mut Vec<(Which, usize, usize)>) {
-    let subs: Vec<(usize, Binding)> = d
+    let subs: Vec<(usize, Watch)> = d
         .handles
         .iter()
         .filter_map(|(id, h)| match h {
-            Handle::Netmap(b) if !b.events.is_empty() => Some((*id, b.clone())),
+            Handle::Netmap(b) if !b.events.is_empty() => Some((*id, b.watch())),
             _ => None,
         })
         .collect();
@@ -273,13 +286,18 @@ pub struct NetmapView<'a, P: Platform>(pub &'a mut Daemon<P>);
 
 impl<P: Platform> NetmapView<'_, P> {
     fn binding(&self, id: usize) -> Result<Binding> {
+        self.bound(id, |b| b.clone())
+    }
+
+    /// `f` of the binding of handle `id`, without copying it.
+    fn bound<T>(&self, id: usize, f: impl FnOnce(&Binding) -> T) -> Result<T> {
         match self.0.handle(Which::Netmap, id)? {
-            Handle::Netmap(b) => Ok(b.clone()),
+            Handle::Netmap(b) => Ok(f(b)),
             _ => Err(Error::new(EBADF)),
         }
     }
 
-    fn info(&self, b: &Binding) -> NmInfo {
+    fn info(&self, tx: &Range<u32>, rx: &Range<u32>) -> NmInfo {
         let i = self.0.nic.info();
         NmInfo {
             version: INFO_VERSION,
@@ -292,10 +310,10 @@ impl<P: Platform> NetmapView<'_, P> {
             buf_size: i.buf_size,
             buf_num: i.buf_num,
             vnet_hdr_len: i.vnet_hdr_len,
-            first_tx: b.tx.start,
-            last_tx: b.tx.end,
-            first_rx: b.rx.start,
-            last_rx: b.rx.end,
+            first_tx: tx.start,
+            last_tx: tx.end,
+            first_rx: rx.start,
+            last_rx: rx.end,
         }
     }
 }
@@ -325,17 +343,18 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
         metadata: &[u64],
         _ctx: &CallerCtx,
     ) -> Result<usize> {
-        let b = self.binding(id)?;
+        let t = self.0.nic.info().tx_rings;
+        let (txr, rxr) = self.bound(id, |b| (b.tx.clone(), b.rx.clone()))?;
         match metadata.first().copied() {
             Some(OP_INFO) => {
-                if self.info(&b).encode(payload) {
+                if self.info(&txr, &rxr).encode(payload) {
                     Ok(INFO_LEN)
                 } else {
                     Err(Error::new(EINVAL))
                 }
             }
-            Some(OP_TXSYNC) => sync_all(self.0, &b, true),
-            Some(OP_RXSYNC) => sync_all(self.0, &b, false),
+            Some(OP_TXSYNC) => sync_all(self.0, txr, true),
+            Some(OP_RXSYNC) => sync_all(self.0, (t + rxr.start)..(t + rxr.end), false),
             _ => Err(Error::new(EINVAL)),
         }
     }
@@ -348,7 +367,7 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
         flags: MapFlags,
         _ctx: &CallerCtx,
     ) -> Result<usize> {
-        self.binding(id)?;
+        self.bound(id, |_| ())?;
         let region = self.0.nic.region();
         let ok = offset.is_multiple_of(PAGE_SIZE as u64)
             && size > 0
@@ -368,31 +387,31 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
         _flags: syscall::flag::MunmapFlags,
         _ctx: &CallerCtx,
     ) -> Result<()> {
-        self.binding(id).map(|_| ())
+        self.bound(id, |_| ())
     }
 
     fn fevent(&mut self, id: usize, flags: EventFlags, _ctx: &CallerCtx) -> Result<EventFlags> {
-        let mut b = self.binding(id)?;
+        let mut w = self.bound(id, Binding::watch)?;
         let want = flags & (EventFlags::EVENT_READ | EventFlags::EVENT_WRITE);
         if want.is_empty() {
-            for i in ring_ids(self.0, &b.tx, &b.rx) {
+            for i in ring_ids(self.0, &w.tx, &w.rx) {
                 let _ = self.0.nic.set_interrupts(i, false);
             }
         }
-        b.events = want;
+        w.events = want;
         if let Some(Handle::Netmap(h)) = self.0.handles.get_mut(&id) {
             h.events = want;
         }
-        Ok(arm_and_check(self.0, &b))
+        Ok(arm_and_check(self.0, &w))
     }
 
     fn read(&mut self, id: usize, _: &mut [u8], _: u64, _: u32, _: &CallerCtx) -> Result<usize> {
-        self.binding(id)?;
+        self.bound(id, |_| ())?;
         Err(Error::new(EOPNOTSUPP))
     }
 
     fn write(&mut self, id: usize, _: &[u8], _: u64, _: u32, _: &CallerCtx) -> Result<usize> {
-        self.binding(id)?;
+        self.bound(id, |_| ())?;
         Err(Error::new(EOPNOTSUPP))
     }
 
@@ -402,19 +421,19 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
     }
 
     fn fstat(&mut self, id: usize, stat: &mut Stat, _ctx: &CallerCtx) -> Result<()> {
-        self.binding(id)?;
+        self.bound(id, |_| ())?;
         stat.st_mode = MODE_CHR | 0o600;
         stat.st_size = self.0.nic.info().mem_size;
         Ok(())
     }
 
     fn fsize(&mut self, id: usize, _ctx: &CallerCtx) -> Result<u64> {
-        self.binding(id)?;
+        self.bound(id, |_| ())?;
         Ok(self.0.nic.info().mem_size)
     }
 
     fn fsync(&mut self, id: usize, _ctx: &CallerCtx) -> Result<()> {
-        self.binding(id).map(|_| ())
+        self.bound(id, |_| ())
     }
 
     fn on_close(&mut self, id: usize) {

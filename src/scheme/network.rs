@@ -45,19 +45,15 @@ impl StackState {
     }
 }
 
-fn stack_rx_rings<P: Platform>(d: &Daemon<P>) -> impl Iterator<Item = u32> + '_ {
-    let tx = d.nic.info().tx_rings;
-    (tx..d.nic.num_rings()).filter(|&i| d.owners[i as usize] == Owner::Stack)
+/// `true` if the stack serves ring `i` (N7).
+fn stack_owns<P: Platform>(d: &Daemon<P>, i: u32) -> bool {
+    d.owners.get(i as usize) == Some(&Owner::Stack)
 }
 
-/// The TX ring the stack writes to (N7): the one it used last while it still owns it, else the
-/// lowest it owns. Sticking to one ring keeps a flow's frames in order: a ring given back by a
-/// client does not make the stack jump to it while frames are in flight on the other one.
 fn stack_tx_ring<P: Platform>(d: &mut Daemon<P>) -> Option<u32> {
-    let owned = |i: u32| d.owners.get(i as usize) == Some(&Owner::Stack);
-    let i = match d.stack.tx_ring.filter(|&i| owned(i)) {
+    let i = match d.stack.tx_ring.filter(|&i| stack_owns(d, i)) {
         Some(i) => i,
-        None => (0..d.nic.info().tx_rings).find(|&i| owned(i))?,
+        None => (0..d.nic.info().tx_rings).find(|&i| stack_owns(d, i))?,
     };
     d.stack.tx_ring = Some(i);
     Some(i)
@@ -66,20 +62,21 @@ fn stack_tx_ring<P: Platform>(d: &mut Daemon<P>) -> Option<u32> {
 /// Receives one frame from the stack's RX rings, round-robin, into `buf` (N4, N7). Frames the
 /// host laid out badly are dropped and the next one is tried.
 fn recv<P: Platform>(d: &mut Daemon<P>, buf: &mut [u8]) -> Result<Option<usize>> {
-    let rings: Vec<u32> = stack_rx_rings(d).collect();
-    if rings.is_empty() {
-        return Ok(None);
-    }
-    let n = rings.len();
-    let start = d.stack.rx_next as usize % n;
+    // Round-robin over the RX rings the stack owns, without allocating (one call per frame).
+    let (tx, n) = (d.nic.info().tx_rings, d.nic.info().rx_rings);
+    let start = d.stack.rx_next % n.max(1);
     for k in 0..n {
-        let i = rings[(start + k) % n];
+        let j = (start + k) % n;
+        let i = tx + j;
+        if !stack_owns(d, i) {
+            continue;
+        }
         // A bounded number of bad frames per ring per call: each one consumes slots.
         for _ in 0..d.nic.ring(i).map_or(0, |r| r.num_slots()) {
             match d.nic.recv(i, &mut d.stack.scratch) {
                 Ok(Some(r)) => {
                     d.stack.dirty[i as usize] = true;
-                    d.stack.rx_next = ((start + k + 1) % n) as u32;
+                    d.stack.rx_next = (j + 1) % n;
                     let len = r.len;
                     if let Some(h) = r.hdr.filter(|h| h.flags & vnet::F_NEEDS_CSUM != 0) {
                         finish_checksum(&mut d.stack.scratch[..len], &h);
@@ -154,8 +151,8 @@ pub(crate) fn flush<P: Platform>(d: &mut Daemon<P>) {
 }
 
 fn rx_pending<P: Platform>(d: &mut Daemon<P>) -> bool {
-    let rings: Vec<u32> = stack_rx_rings(d).collect();
-    rings.into_iter().any(|i| d.nic.rx_pending(i).is_ok_and(|n| n > 0))
+    let tx = d.nic.info().tx_rings;
+    (tx..d.nic.num_rings()).any(|i| stack_owns(d, i) && d.nic.rx_pending(i).is_ok_and(|n| n > 0))
 }
 
 /// `EVENT_READ` for every data handle that asked for it while a frame is pending (N8).
