@@ -55,3 +55,54 @@ fn tcp_over_both_schemes_and_calls_per_frame() {
 fn nb_frames<O: ptnetd::client::Os>(d: &NetmapDevice<'_, O>) -> u64 {
     d.stats().rx_frames.get() + d.stats().tx_frames.get()
 }
+
+/// `ptnet-smol model`: each end of the transfer a separate smoltcp stack in its own thread,
+/// waiting for readiness between polls, over every pairing of the two schemes; the receiver
+/// checks every byte against the stream pattern and both print the same SHA-256.
+#[test]
+fn ptnet_smol_over_every_pairing_of_schemes() {
+    let bin = env!("CARGO_BIN_EXE_ptnet-smol");
+    for (a, b) in
+        [("network", "network"), ("network", "netmap"), ("netmap", "network"), ("netmap", "netmap")]
+    {
+        let o = std::process::Command::new(bin)
+            .args([
+                "model",
+                "--scheme-a",
+                a,
+                "--scheme-b",
+                b,
+                "--bytes",
+                "1048576",
+                "--timeout",
+                "60",
+            ])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{a} -> {b}:\n{out}");
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("smol: ")).collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines.iter().all(|l| l.contains(" PASS 1048576 bytes")), "{out}");
+        let sha =
+            |l: &str| l.split("sha256 ").nth(1).unwrap().split(',').next().unwrap().to_string();
+        assert_eq!(sha(lines[0]), sha(lines[1]), "{out}");
+    }
+}
+
+#[test]
+fn ptnet_smol_usage_errors_exit_2() {
+    let bin = env!("CARGO_BIN_EXE_ptnet-smol");
+    for args in [
+        &["model", "--scheme-a", "ip"][..],
+        &["send", "--ip", "10.0.0.1", "--peer", "10.0.0.2:9"],
+        &["send", "--ip", "10.0.0.1/24", "--peer", "10.0.0.2"],
+        &["receive", "--ip", "10.0.0.1/33"],
+        &["bogus"],
+    ] {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(!o.stderr.is_empty());
+    }
+}

@@ -76,22 +76,46 @@ pub struct PtnetdArgs {
     /// /proc/self/pagemap, polling; attach, log the start line, run --selftest if given, shut
     /// down [default: off]
     #[cfg(not(target_os = "redox"))]
-    #[arg(long, conflicts_with_all = ["frames", "slots", "pcap"])]
+    #[arg(long, conflicts_with_all = ["driver_demo", "slots", "pcap"])]
     pub linux: bool,
     /// With --linux: the ptnet function, e.g. 0000:00:03.0 [default: the first 1b36:000d with
     /// a network class under /sys/bus/pci/devices]
     #[cfg(not(target_os = "redox"))]
     #[arg(long, value_name = "BDF", requires = "linux", value_parser = pci_address)]
     pub pci: Option<String>,
-    /// Main job: frames to send
+    /// Main job: MiB of the stack-mode TCP transfer (smoltcp on each VM's network scheme)
     #[cfg(not(target_os = "redox"))]
-    #[arg(long, value_name = "N", value_parser = main_frames, default_value = "200000", conflicts_with = "selftest")]
+    #[arg(long, value_name = "N", value_parser = mib, default_value = "64", conflicts_with_all = NOT_MAIN)]
+    pub tcp_mib: u64,
+    /// Main job: 60-byte frames pkt-gen sends zero-copy from VM A to VM B over netmap
+    #[cfg(not(target_os = "redox"))]
+    #[arg(long, value_name = "N", value_parser = main_frames, default_value = "10000000", conflicts_with_all = NOT_MAIN)]
+    pub zc_frames: u64,
+    /// Main job: MiB of the TCP transfer during which a zero-copy client takes a ring and
+    /// gives it back
+    #[cfg(not(target_os = "redox"))]
+    #[arg(long, value_name = "N", value_parser = mib, default_value = "16", conflicts_with_all = NOT_MAIN)]
+    pub switch_mib: u64,
+    /// Main job: print one JSON object on stdout instead of the report [default: off]
+    #[cfg(not(target_os = "redox"))]
+    #[arg(long, conflicts_with_all = NOT_MAIN)]
+    pub json: bool,
+    /// The driver-level demo instead of the main job: VM1 sends --frames frames of mixed sizes
+    /// to VM2 through the driver's copy path, no schemes [default: off]
+    #[cfg(not(target_os = "redox"))]
+    #[arg(long, conflicts_with = "selftest")]
+    pub driver_demo: bool,
+    /// Driver demo: frames to send
+    #[cfg(not(target_os = "redox"))]
+    #[arg(long, value_name = "N", value_parser = main_frames, default_value = "200000", requires = "driver_demo")]
     pub frames: u64,
-    /// Main job and embedded self test: slots per ring
+    /// Driver demo and embedded self test: slots per ring
     #[cfg(not(target_os = "redox"))]
     #[arg(long, value_name = "N", value_parser = main_slots, default_value = "1024")]
     pub slots: u32,
-    /// Main job: record the receiving port into a pcap file [default: none]
+    /// Main job: record the frames crossing VM A's switch port (all stack-mode traffic, the
+    /// first 10000 zero-copy frames) into a pcap file; driver demo: the receiving port
+    /// [default: none]
     #[cfg(not(target_os = "redox"))]
     #[arg(long, value_name = "PATH", conflicts_with = "selftest")]
     pub pcap: Option<std::path::PathBuf>,
@@ -99,13 +123,24 @@ pub struct PtnetdArgs {
 
 #[cfg(not(target_os = "redox"))]
 const MODES: [&str; 2] = ["selftest", "linux"];
+/// What the main job's own options cannot be given with.
+#[cfg(not(target_os = "redox"))]
+const NOT_MAIN: [&str; 3] = ["selftest", "linux", "driver_demo"];
 #[cfg(target_os = "redox")]
 const MODES: [&str; 1] = ["selftest"];
 
 /// What `ptnetd` was asked to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
-    /// The main job on the embedded model.
+    /// The main job: the whole system on the embedded model.
+    #[cfg(not(target_os = "redox"))]
+    System {
+        /// Sizes and the pcap file.
+        cfg: super::system::SystemConfig,
+        /// JSON instead of the report.
+        json: bool,
+    },
+    /// The driver-level demo on the embedded model.
     #[cfg(not(target_os = "redox"))]
     Demo(super::demo::DemoConfig),
     /// The self test against an embedded reflector.
@@ -143,15 +178,21 @@ impl PtnetdArgs {
                 "{what}\n\n{}",
                 if cfg!(target_os = "redox") {
                     "Attaches to the ptnet NIC of PCID_CLIENT_CHANNEL and its memdev, logs the \
-                     start line, signals readiness, then runs the self test if asked and shuts \
+                     start line, registers network.<pci>_ptnet and netmap.<pci>_ptnet, enters \
+                     the null namespace, signals readiness and serves both schemes until the \
+                     device goes away. With --selftest it runs the self test instead and shuts \
                      the device down."
                 } else {
                     "By default the main job runs on the embedded device model: two VMs \
-                     (52:54:00:12:34:56 at 00:03.0, 52:54:00:12:34:57 at 00:04.0), each with a \
-                     ptnet NIC on a port of one VALE-like switch, brought up by the driver core. \
-                     VM1 sends frames of mixed sizes (60..9000 bytes) to VM2 through the driver's \
-                     copy path; VM2 checks every sequence number and checksum; the report gives \
-                     throughput, kicks and interrupts per packet, drops and ring reinits."
+                     (52:54:00:12:34:56 at 00:03.0, 52:54:00:12:34:57 at 00:04.0), each a ptnetd \
+                     instance serving its network.* and netmap.* schemes, on ports of one \
+                     VALE-like switch. Three phases through the scheme code Redox runs: a TCP \
+                     transfer between two smoltcp stacks on the network schemes (SHA-256 \
+                     checked), pkt-gen zero-copy over the netmap schemes (every frame counted: \
+                     received + dropped by the switch = sent), and a TCP transfer during which a \
+                     zero-copy client takes a ring from the stack and gives it back. It shows \
+                     progress on stderr and ends with a report (or --json): per phase the rate, \
+                     kicks, interrupts and copies per packet, PASS/FAIL."
                 }
             ))
             .after_help(format!(
@@ -193,16 +234,33 @@ impl PtnetdArgs {
                 Mode::Linux { pci: self.pci.clone(), opts }
             } else if self.selftest.is_some() {
                 Mode::ModelSelftest { slots: self.slots, opts }
-            } else {
+            } else if self.driver_demo {
                 Mode::Demo(super::demo::DemoConfig {
                     frames: self.frames,
                     slots: self.slots,
                     pcap: self.pcap.clone(),
                     ..Default::default()
                 })
+            } else {
+                Mode::System {
+                    cfg: super::system::SystemConfig {
+                        tcp_bytes: (self.tcp_mib << 20) as usize,
+                        zc_frames: self.zc_frames,
+                        switch_bytes: (self.switch_mib << 20) as usize,
+                        pcap: self.pcap.clone(),
+                        ..Default::default()
+                    },
+                    json: self.json,
+                }
             }
         }
     }
+}
+
+/// `--tcp-mib`, `--switch-mib`: 1..=4096 MiB.
+#[cfg(not(target_os = "redox"))]
+fn mib(s: &str) -> Result<u64, String> {
+    number(s, 1, 4096)
 }
 
 /// `--frames N`: at least 1.

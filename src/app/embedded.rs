@@ -114,6 +114,46 @@ pub fn model_selftest(frames: u64, slots: u32, opts: &DriveOpts) -> bool {
     }
 }
 
+/// The MAC of VM `n` (0-based) on the embedded switch: 52:54:00:12:34:56 + n, as QEMU numbers
+/// NICs.
+pub fn switch_mac(n: u8) -> [u8; 6] {
+    [0x52, 0x54, 0, 0x12, 0x34, 0x56 + n]
+}
+
+/// A model VM on a switch port with ptnetd serving its two schemes behind the in-process kernel.
+pub struct SwitchedVm {
+    /// The kernel that reaches ptnetd's schemes.
+    pub kernel: crate::scheme::host::HostKernel<SimPlatform>,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Its switch port (for a pcap tap).
+    pub port: Arc<NmPort>,
+    /// What the driver found.
+    pub info: crate::driver::DeviceInfo,
+}
+
+/// VM `n` (0-based: MAC [`switch_mac`]`(n)`, PCI slot 3 + n) with a `rings`-ring-pair NIC
+/// (1024 slots) on a new port of `sw`, and ptnetd's daemon serving it.
+pub fn switched_vm(
+    sw: &Arc<crate::model::switch::Switch>,
+    n: u8,
+    rings: u32,
+) -> Result<SwitchedVm, Box<dyn std::error::Error>> {
+    use crate::scheme::host::{HostConfig, HostKernel};
+    let mem = NetmapMemory::new(20 + u16::from(n), MemConfig::for_ports(1, 2 * rings, 1024, 64))?;
+    let port = NmPort::new(Arc::new(mem), &PortSpec::new(&format!("vm{}", n + 1), rings, 1024))?;
+    sw.attach_port(&port);
+    let mac = switch_mac(n);
+    let place = NicPlace { mac: Some(mac), slot: Some(3 + n) };
+    let (_dev, mut plat) = vm_on_port(port.clone(), place)?;
+    let nic = crate::driver::Ptnet::attach(&mut plat, crate::driver::DriverConfig::default())?;
+    let info = nic.info().clone();
+    let irq = plat.vm().irq().clone();
+    let daemon = crate::scheme::Daemon::new(plat, nic);
+    let kernel = HostKernel::spawn(daemon, Arc::new(move || irq.wake()), HostConfig::default());
+    Ok(SwitchedVm { kernel, mac, port, info })
+}
+
 /// ptnetd's daemon serving both schemes for a model VM whose NIC (`rings` ring pairs) sits on a
 /// port that reflects every frame, behind the in-process kernel (polling fallback off). What the
 /// host modes of the test clients (`ptnet-scheme-test --model`, `ptnet-pktgen --model`) run on.

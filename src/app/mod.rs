@@ -9,9 +9,11 @@
 //! | [`drive`] | attach the driver, run the self test if asked, shut down: the self-test modes |
 //! | `daemon` | (Redox) the plain daemon: both schemes served until the device goes away |
 //! | `embedded` | (host) model VMs with the driver on [`SimPlatform`](crate::platform::sim::SimPlatform), the self test against a reflector |
-//! | `demo` | (host) the main job: verified VM-to-VM traffic through the driver's copy path |
-//! | `system` | (host) the whole system being built as the next main job: two VMs with ptnetd's schemes, TCP over `network`, pkt-gen over `netmap`, a mode switch |
+//! | `system` | (host) the main job: two VMs with ptnetd's schemes, TCP over `network`, pkt-gen over `netmap`, a mode switch |
+//! | `progress` | (host) progress of the main job: bars on a terminal, lines otherwise |
+//! | `demo` | (host) `ptnetd --driver-demo`: verified VM-to-VM traffic through the driver's copy path, no schemes |
 //! | [`pktgen`] | the pkt-gen-like generator/sink/pinger on the zero-copy scheme (`ptnet-pktgen`) |
+//! | [`smolpeer`] | one end of a TCP transfer on its own smoltcp stack over either scheme (`ptnet-smol`) |
 
 pub mod cli;
 #[cfg(target_os = "redox")]
@@ -21,6 +23,9 @@ pub mod demo;
 #[cfg(not(target_os = "redox"))]
 pub mod embedded;
 pub mod pktgen;
+#[cfg(not(target_os = "redox"))]
+pub mod progress;
+pub mod smolpeer;
 #[cfg(not(target_os = "redox"))]
 pub mod system;
 

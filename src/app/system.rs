@@ -1,6 +1,6 @@
-//! The whole system on the embedded hypervisor (issue 10's main job, being built): two VMs on
-//! the VALE-like switch, each with ptnetd serving its two schemes behind the in-process kernel,
-//! and real traffic through the same scheme code Redox runs:
+//! The main job (`cargo run --release`): the whole system on the embedded hypervisor. Two VMs
+//! on the VALE-like switch, each with ptnetd serving its two schemes behind the in-process
+//! kernel, and real traffic through the same scheme code Redox runs:
 //!
 //! * **stack**: a TCP transfer between two smoltcp stacks, each on its VM's `network` scheme,
 //!   checked by SHA-256;
@@ -10,32 +10,42 @@
 //!   from the stack and gives it back; the transfer completes intact.
 //!
 //! [`run`] returns a [`SystemReport`] (serialisable to JSON) with per-phase figures and
-//! verdicts.
+//! verdicts. Per phase it counts, over both VMs: the packets that entered the switch, the kicks
+//! and interrupts the drivers wrote and took, and the copies of each packet — in the guests
+//! (ptnetd's copy between a `network` frame and a netmap buffer, one per frame read or
+//! written) and on the host (the switch copies each frame it delivers, as VALE does). Nothing
+//! is assumed: a stack-mode packet shows 3 copies because three were counted.
+//!
+//! With [`SystemConfig::pcap`] a tap on VM A's switch port records every frame A sends or
+//! receives: all stack-mode traffic (both TCP transfers, both directions) and the first
+//! [`PCAP_ZC_FRAMES`] zero-copy frames.
 
-use super::embedded::{vm_on_port, NicPlace};
+use super::embedded::{switch_mac, switched_vm};
 use super::pktgen::{self, Function, PktgenConfig};
+use super::progress::{Progress, Unit};
+pub use super::smolpeer::stream_byte;
 use crate::client::host::HostOs;
 use crate::client::smol::NetworkDevice;
 use crate::client::NetmapPort;
-use crate::driver::{DriverConfig, Ptnet};
-use crate::model::memory::{MemConfig, NetmapMemory};
-use crate::model::port::{NmPort, PortSpec};
+use crate::frame::mac_string;
+use crate::model::pcap::PcapTap;
+use crate::model::port::NmPort;
 use crate::model::switch::Switch;
 use crate::platform::sim::SimPlatform;
-use crate::scheme::host::{HostConfig, HostKernel};
-use crate::scheme::Daemon;
+use crate::scheme::host::HostKernel;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Sizes of a run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SystemConfig {
     /// Bytes of the stack-mode TCP transfer.
     pub tcp_bytes: usize,
@@ -45,7 +55,12 @@ pub struct SystemConfig {
     pub switch_bytes: usize,
     /// Longest a phase may take.
     pub phase_timeout: Duration,
+    /// Record VM A's port into this pcap file.
+    pub pcap: Option<PathBuf>,
 }
+
+/// Zero-copy frames the pcap keeps (the first ones); stack traffic is kept whole.
+pub const PCAP_ZC_FRAMES: u64 = 10_000;
 
 impl Default for SystemConfig {
     fn default() -> Self {
@@ -54,6 +69,7 @@ impl Default for SystemConfig {
             zc_frames: 10_000_000,
             switch_bytes: 16 << 20,
             phase_timeout: Duration::from_secs(120),
+            pcap: None,
         }
     }
 }
@@ -90,6 +106,9 @@ pub struct StackReport {
     pub frames: u64,
     /// Scheme calls per frame of the two smoltcp devices.
     pub calls_per_frame: f64,
+    /// What the phase cost.
+    #[serde(flatten)]
+    pub cost: PhaseCost,
     /// Verdict.
     pub ok: bool,
 }
@@ -107,6 +126,9 @@ pub struct ZeroCopyReport {
     pub frames_duplicated: u64,
     /// Receive rate.
     pub mpps: f64,
+    /// What the phase cost.
+    #[serde(flatten)]
+    pub cost: PhaseCost,
     /// Verdict: received + dropped = sent, none duplicated.
     pub ok: bool,
 }
@@ -118,8 +140,49 @@ pub struct ModeSwitchReport {
     pub bytes: u64,
     /// Times the zero-copy client took ring 0 and gave it back.
     pub switches: u32,
+    /// Frames the zero-copy client took off the ring while it held it.
+    pub frames_taken: u64,
+    /// Throughput of the transfer.
+    pub mbit_s: f64,
+    /// What the phase cost.
+    #[serde(flatten)]
+    pub cost: PhaseCost,
     /// Verdict: the transfer completed with equal SHA-256.
     pub ok: bool,
+}
+
+/// What a phase cost, counted over both VMs while it ran.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PhaseCost {
+    /// Seconds the phase took.
+    pub secs: f64,
+    /// Packets that entered the switch (each frame a VM sent, counted once).
+    pub packets: u64,
+    /// Kicks (doorbell writes) per packet.
+    pub kicks_per_packet: f64,
+    /// Interrupts taken per packet.
+    pub interrupts_per_packet: f64,
+    /// Copies of a packet inside the guests: ptnetd's copy between a `network` frame and a
+    /// netmap buffer (one per frame written, one per frame read); 0 in zero-copy mode.
+    pub guest_copies_per_packet: f64,
+    /// Copies on the host: the switch copies each frame it delivers into the destination's
+    /// buffer (as VALE does).
+    pub host_copies_per_packet: f64,
+    /// Both.
+    pub copies_per_packet: f64,
+}
+
+/// The pcap file of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PcapReport {
+    /// Where it is.
+    pub path: String,
+    /// Frames written.
+    pub frames: u64,
+    /// Of which zero-copy frames (at most [`PCAP_ZC_FRAMES`]).
+    pub zero_copy_frames: u64,
+    /// Zero-copy frames left out.
+    pub zero_copy_skipped: u64,
 }
 
 /// Kicks and interrupts over the whole run.
@@ -144,6 +207,9 @@ pub struct SystemReport {
     pub mode_switch: ModeSwitchReport,
     /// Notifications.
     pub notifications: Notifications,
+    /// The pcap file, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<PcapReport>,
 }
 
 impl SystemReport {
@@ -153,43 +219,107 @@ impl SystemReport {
     }
 }
 
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+impl PhaseCost {
+    fn line(&self) -> String {
+        format!(
+            "{:>11} packets in {:.2} s: {:.4} kicks, {:.4} interrupts, {:.2} copies per packet \
+             ({:.2} in the guests, {:.2} on the host)",
+            self.packets,
+            self.secs,
+            self.kicks_per_packet,
+            self.interrupts_per_packet,
+            self.copies_per_packet,
+            self.guest_copies_per_packet,
+            self.host_copies_per_packet
+        )
+    }
+}
+
+/// The short human report.
+impl std::fmt::Display for SystemReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (k, m) in self.vms.iter().enumerate() {
+            let (t, r, h) = (m.tx_rings, m.rx_rings, m.vnet_hdr_len);
+            writeln!(
+                f,
+                "vm{}         {} at {}, {t} TX / {r} RX rings, vnet header {h}",
+                k + 1,
+                m.mac,
+                m.pci
+            )?;
+        }
+        let s = &self.stack;
+        writeln!(
+            f,
+            "stack       {} {:.1} Mbit/s, {} bytes, sha256 match {}, {:.2} scheme calls/frame",
+            pass(s.ok),
+            s.mbit_s,
+            s.bytes_received,
+            s.sha256_match,
+            s.calls_per_frame
+        )?;
+        writeln!(f, "            {}", s.cost.line())?;
+        let z = &self.zero_copy;
+        writeln!(
+            f,
+            "zero-copy   {} {:.3} Mpps, sent {} received {} dropped by the switch {} duplicated {}",
+            pass(z.ok),
+            z.mpps,
+            z.frames_sent,
+            z.frames_received,
+            z.frames_dropped,
+            z.frames_duplicated
+        )?;
+        writeln!(f, "            {}", z.cost.line())?;
+        let m = &self.mode_switch;
+        writeln!(
+            f,
+            "mode switch {} {:.1} Mbit/s, {} bytes intact across {} switch(es), {} frame(s) \
+             taken by the zero-copy client",
+            pass(m.ok),
+            m.mbit_s,
+            m.bytes,
+            m.switches,
+            m.frames_taken
+        )?;
+        writeln!(f, "            {}", m.cost.line())?;
+        if let Some(p) = &self.pcap {
+            writeln!(
+                f,
+                "pcap        {}: {} frames ({} zero-copy, {} more left out)",
+                p.path, p.frames, p.zero_copy_frames, p.zero_copy_skipped
+            )?;
+        }
+        write!(f, "result      {}", pass(self.ok()))
+    }
+}
+
 struct Vm {
     k: HostKernel<SimPlatform>,
     mac: [u8; 6],
+    port: Arc<NmPort>,
 }
 
-const MACS: [[u8; 6]; 2] = [[0x52, 0x54, 0, 0x12, 0x34, 0x56], [0x52, 0x54, 0, 0x12, 0x34, 0x57]];
-
-fn vm(sw: &Arc<Switch>, n: usize) -> Result<(Vm, VmReport), String> {
-    let mem = NetmapMemory::new(20 + n as u16, MemConfig::for_ports(1, 4, 1024, 64))
-        .map_err(|e| e.to_string())?;
-    let port = NmPort::new(Arc::new(mem), &PortSpec::new(&format!("vm{}", n + 1), 2, 1024))
-        .map_err(|e| e.to_string())?;
-    sw.attach_port(&port);
-    let place = NicPlace { mac: Some(MACS[n]), slot: Some(3 + n as u8) };
-    let (_dev, mut plat) = vm_on_port(port, place).map_err(|e| e.to_string())?;
-    let nic = Ptnet::attach(&mut plat, DriverConfig::default()).map_err(|e| e.to_string())?;
-    let i = nic.info().clone();
-    let m = i.mac;
+fn vm(sw: &Arc<Switch>, n: u8) -> Result<(Vm, VmReport), String> {
+    let v = switched_vm(sw, n, 2).map_err(|e| e.to_string())?;
+    let i = &v.info;
     let rep = VmReport {
-        mac: format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        ),
+        mac: mac_string(i.mac),
         pci: i.name.clone(),
         tx_rings: i.tx_rings,
         rx_rings: i.rx_rings,
         features: i.features,
         vnet_hdr_len: i.vnet_hdr_len,
     };
-    let irq = plat.vm().irq().clone();
-    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || irq.wake());
-    let k = HostKernel::spawn(Daemon::new(plat, nic), wake, HostConfig::default());
-    Ok((Vm { k, mac: MACS[n] }, rep))
-}
-
-fn stream_byte(i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 11) as u8
+    Ok((Vm { k: v.kernel, mac: v.mac, port: v.port }, rep))
 }
 
 fn iface<D: smoltcp::phy::Device>(dev: &mut D, mac: [u8; 6], ip: [u8; 4]) -> Interface {
@@ -206,6 +336,13 @@ fn tcp_socket() -> tcp::Socket<'static> {
     tcp::Socket::new(buf(), buf())
 }
 
+/// The receiver's TCP port: discard (9), so Wireshark shows the stream as plain data instead
+/// of guessing a protocol from random bytes (port 5000 was taken for GSM over IP and "found"
+/// malformed).
+pub const TCP_PORT: u16 = 9;
+
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
 /// What a TCP transfer between two smoltcp stacks did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TcpOutcome {
@@ -219,8 +356,8 @@ pub struct TcpOutcome {
     pub secs: f64,
 }
 
-/// A TCP transfer of `bytes` from a smoltcp stack on device `da` (MAC `macs[0]`, 10.0.0.1) to
-/// one on `db` (`macs[1]`, 10.0.0.2); `between` runs after each poll of both (flush batched
+/// A TCP transfer of `bytes` from a smoltcp stack on device `da` (MAC `macs[0]`, 10.0.0.1, an
+/// ephemeral port) to one on `db` (`macs[1]`, 10.0.0.2, port [`TCP_PORT`]); `between` runs after each poll of both (flush batched
 /// devices, switch modes), with the bytes received so far.
 pub fn tcp_over<DA: smoltcp::phy::Device, DB: smoltcp::phy::Device>(
     da: &mut DA,
@@ -235,9 +372,11 @@ pub fn tcp_over<DA: smoltcp::phy::Device, DB: smoltcp::phy::Device>(
     let (mut sa, mut sb) = (SocketSet::new(vec![]), SocketSet::new(vec![]));
     let ha = sa.add(tcp_socket());
     let hb = sb.add(tcp_socket());
-    sb.get_mut::<tcp::Socket>(hb).listen(5000).map_err(|e| e.to_string())?;
+    sb.get_mut::<tcp::Socket>(hb).listen(TCP_PORT).map_err(|e| e.to_string())?;
+    // A fresh ephemeral port per transfer, so a capture shows each transfer as its own stream.
+    let local = 49152 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 16384;
     sa.get_mut::<tcp::Socket>(ha)
-        .connect(ia.context(), (Ipv4Address::new(10, 0, 0, 2), 5000), 49152)
+        .connect(ia.context(), (Ipv4Address::new(10, 0, 0, 2), TCP_PORT), local)
         .map_err(|e| e.to_string())?;
     let (mut sent, mut got) = (0usize, 0usize);
     let (mut hs, mut hr) = (Sha256::new(), Sha256::new());
@@ -301,16 +440,80 @@ fn tcp_transfer(
     Ok((o, frames, calls as f64 / frames.max(1) as f64))
 }
 
-/// Runs the three phases; `progress` gets a line per phase.
-pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemReport, String> {
+/// Counters of both VMs and the switch at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    at: Option<Instant>,
+    kicks: u64,
+    interrupts: u64,
+    guest_copies: u64,
+    switch_in: u64,
+    switch_dropped: u64,
+}
+
+impl Counters {
+    fn now(vms: [&Vm; 2], sw: &Switch) -> Self {
+        let mut c = Counters {
+            at: Some(Instant::now()),
+            switch_in: sw.stats.frames_in.load(Ordering::Relaxed),
+            switch_dropped: sw.stats.dropped.load(Ordering::Relaxed),
+            ..Counters::default()
+        };
+        for v in vms {
+            let snap = v.k.snapshot();
+            c.guest_copies += snap.scheme.frames_read + snap.scheme.frames_written;
+            for r in snap.rings {
+                c.kicks += r.kicks;
+                c.interrupts += r.interrupts;
+            }
+        }
+        c
+    }
+
+    /// What happened between `self` and `later`.
+    fn cost_until(&self, later: &Counters) -> PhaseCost {
+        let packets = later.switch_in - self.switch_in;
+        let per = |n: u64| n as f64 / packets.max(1) as f64;
+        let delivered = packets.saturating_sub(later.switch_dropped - self.switch_dropped);
+        let (guest, host) = (per(later.guest_copies - self.guest_copies), per(delivered));
+        let secs = match (self.at, later.at) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        PhaseCost {
+            secs,
+            packets,
+            kicks_per_packet: per(later.kicks - self.kicks),
+            interrupts_per_packet: per(later.interrupts - self.interrupts),
+            guest_copies_per_packet: guest,
+            host_copies_per_packet: host,
+            copies_per_packet: guest + host,
+        }
+    }
+}
+
+/// Runs the three phases, telling `progress` how each goes.
+pub fn run(cfg: &SystemConfig, progress: &mut dyn Progress) -> Result<SystemReport, String> {
     let sw = Switch::new("vale0");
     let (a, ra) = vm(&sw, 0)?;
     let (b, rb) = vm(&sw, 1)?;
     let mut rep = SystemReport { vms: vec![ra, rb], ..SystemReport::default() };
+    let tap = match &cfg.pcap {
+        Some(p) => {
+            let t = Arc::new(PcapTap::create(p).map_err(|e| format!("pcap {}: {e}", p.display()))?);
+            a.port.set_tap(Some(t.clone()));
+            Some(t)
+        }
+        None => None,
+    };
+    let start = Counters::now([&a, &b], &sw);
 
-    progress("system: stack mode: TCP over the network schemes");
-    let (o, frames, cpf) = tcp_transfer(&a, &b, cfg.tcp_bytes, cfg.phase_timeout, &mut |_| {})
-        .map_err(|e| format!("stack phase: {e}"))?;
+    progress.begin("stack", cfg.tcp_bytes as u64, Unit::Bytes);
+    let c0 = Counters::now([&a, &b], &sw);
+    let (o, frames, cpf) = tcp_transfer(&a, &b, cfg.tcp_bytes, cfg.phase_timeout, &mut |got| {
+        progress.update(got as u64)
+    })
+    .map_err(|e| format!("stack phase: {e}"))?;
     let (sent, got, eq, secs) = (o.sent, o.received, o.sha256_match, o.secs);
     rep.stack = StackReport {
         bytes_sent: sent,
@@ -319,12 +522,19 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemR
         mbit_s: got as f64 * 8.0 / secs / 1e6,
         frames,
         calls_per_frame: cpf,
+        cost: c0.cost_until(&Counters::now([&a, &b], &sw)),
         ok: eq && got == cfg.tcp_bytes as u64,
     };
+    let s = &rep.stack;
+    progress.end(&format!("{} {:.1} Mbit/s, sha256 match {}", pass(s.ok), s.mbit_s, eq));
 
-    progress("system: zero copy: pkt-gen A -> switch -> B over the netmap schemes");
+    progress.begin("zero-copy", cfg.zc_frames, Unit::Frames);
+    let c0 = Counters::now([&a, &b], &sw);
+    let pcap0 = tap.as_ref().map_or(0, |t| t.frames());
+    if let Some(t) = &tap {
+        t.set_budget(Some(PCAP_ZC_FRAMES));
+    }
     let (oa, ob) = (HostOs::new(vec![&a.k]), HostOs::new(vec![&b.k]));
-    let drops0 = sw.stats.dropped.load(Ordering::Relaxed);
     let pcfg = |function| PktgenConfig {
         function,
         count: cfg.zc_frames,
@@ -336,33 +546,52 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemR
     let mut rxp = NetmapPort::open(&ob, b.k.name(), "1/R").map_err(|e| e.to_string())?;
     let mut txp = NetmapPort::open(&oa, a.k.name(), "1/T").map_err(|e| e.to_string())?;
     let (tx, rx) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            let mut c = pcfg(Function::Rx);
-            c.duration = cfg.phase_timeout;
-            pktgen::run(&mut rxp, MACS[1], &c, &mut |_| {})
-        });
-        let tx = pktgen::run(&mut txp, MACS[0], &pcfg(Function::Tx), &mut |_| {});
-        (tx, h.join())
+        let hr = s.spawn(|| pktgen::run(&mut rxp, switch_mac(1), &pcfg(Function::Rx), &mut |_| {}));
+        let ht = s.spawn(|| pktgen::run(&mut txp, switch_mac(0), &pcfg(Function::Tx), &mut |_| {}));
+        // Progress from the switch's counter while both run (the watcher, not a check).
+        while !(hr.is_finished() && ht.is_finished()) {
+            progress.update(sw.stats.frames_in.load(Ordering::Relaxed) - c0.switch_in);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (ht.join(), hr.join())
     });
-    let tx = tx.map_err(|e| e.to_string())?;
+    let tx = tx.map_err(|_| "sender panicked".to_string())?.map_err(|e| e.to_string())?;
     let rx = rx.map_err(|_| "receiver panicked".to_string())?.map_err(|e| e.to_string())?;
-    let dropped = sw.stats.dropped.load(Ordering::Relaxed) - drops0;
+    let c1 = Counters::now([&a, &b], &sw);
+    let dropped = c1.switch_dropped - c0.switch_dropped;
     rep.zero_copy = ZeroCopyReport {
         frames_sent: tx.sent,
         frames_received: rx.received,
         frames_dropped: dropped,
         frames_duplicated: rx.duplicated,
         mpps: rx.pps() / 1e6,
-        ok: rx.received + dropped == tx.sent && rx.duplicated == 0,
+        cost: c0.cost_until(&c1),
+        ok: rx.received + dropped == tx.sent && rx.duplicated == 0 && tx.sent == cfg.zc_frames,
     };
     drop((rxp, txp));
+    let zc_recorded = tap.as_ref().map_or(0, |t| t.frames()) - pcap0;
+    if let Some(t) = &tap {
+        t.set_budget(None);
+    }
+    let z = &rep.zero_copy;
+    progress.end(&format!(
+        "{} {:.3} Mpps, sent {} received {} dropped {}",
+        pass(z.ok),
+        z.mpps,
+        z.frames_sent,
+        z.frames_received,
+        z.frames_dropped
+    ));
 
-    progress("system: mode switch: a zero-copy client takes B's RX ring 0 during a TCP transfer");
+    progress.begin("mode-switch", cfg.switch_bytes as u64, Unit::Bytes);
+    let c0 = Counters::now([&a, &b], &sw);
     let mut switches = 0u32;
+    let mut taken_frames = 0u64;
     let mut held: Option<NetmapPort<'_, HostOs<'_, SimPlatform>>> = None;
     let step = (cfg.switch_bytes / 4).max(1);
     let mut taken = Instant::now();
     let r = tcp_transfer(&a, &b, cfg.switch_bytes, cfg.phase_timeout, &mut |got| {
+        progress.update(got as u64);
         // Taken once a quarter has arrived, given back HOLD later: frames the switch puts on
         // ring 0 meanwhile go to the client, and TCP retransmits them once the ring is back.
         const HOLD: Duration = Duration::from_millis(50);
@@ -379,7 +608,9 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemR
             let _ = p.rxsync();
             if let Ok(r) = p.rx_ring(0) {
                 let mut buf = [0u8; 2048];
-                while let Ok(Some(_)) = r.pop(&mut buf) {}
+                while let Ok(Some(_)) = r.pop(&mut buf) {
+                    taken_frames += 1;
+                }
             }
         }
     });
@@ -389,22 +620,36 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn FnMut(&str)) -> Result<SystemR
     rep.mode_switch = ModeSwitchReport {
         bytes: got,
         switches,
+        frames_taken: taken_frames,
+        mbit_s: got as f64 * 8.0 / o.secs / 1e6,
+        cost: c0.cost_until(&Counters::now([&a, &b], &sw)),
         ok: eq && got == cfg.switch_bytes as u64 && switches > 0,
     };
+    let m = &rep.mode_switch;
+    progress.end(&format!(
+        "{} {} bytes intact, {} frame(s) taken by the zero-copy client",
+        pass(m.ok),
+        m.bytes,
+        m.frames_taken
+    ));
 
-    let (mut kicks, mut irqs, mut pkts) = (0u64, 0u64, 0u64);
-    for v in [&a, &b] {
-        for r in v.k.snapshot().rings {
-            kicks += r.kicks;
-            irqs += r.interrupts;
-            pkts += r.frames;
-        }
-    }
-    let pkts = (pkts + rep.zero_copy.frames_sent + rep.zero_copy.frames_received).max(1) as f64;
+    let all = start.cost_until(&Counters::now([&a, &b], &sw));
     rep.notifications = Notifications {
-        kicks_per_packet: kicks as f64 / pkts,
-        interrupts_per_packet: irqs as f64 / pkts,
+        kicks_per_packet: all.kicks_per_packet,
+        interrupts_per_packet: all.interrupts_per_packet,
     };
+    for v in [&a, &b] {
+        v.port.set_tap(None);
+    }
+    if let Some(t) = tap {
+        t.flush().map_err(|e| format!("pcap {}: {e}", t.path().display()))?;
+        rep.pcap = Some(PcapReport {
+            path: t.path().display().to_string(),
+            frames: t.frames(),
+            zero_copy_frames: zc_recorded,
+            zero_copy_skipped: t.skipped(),
+        });
+    }
     for v in [a, b] {
         if let Some(d) = v.k.stop() {
             d.shutdown().map_err(|e| e.to_string())?;
@@ -424,8 +669,9 @@ mod tests {
             zc_frames: 50_000,
             switch_bytes: 1 << 20,
             phase_timeout: Duration::from_secs(60),
+            pcap: None,
         };
-        let rep = run(&cfg, &mut |_| {}).unwrap();
+        let rep = run(&cfg, &mut super::super::progress::Quiet).unwrap();
         let j: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
         assert_eq!(j["vms"][0]["mac"], "52:54:00:12:34:56");

@@ -13,6 +13,8 @@ use super::{ClientError, Fd, NetmapPort, Os};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
+use syscall::flag::EventFlags;
 
 /// Largest frame either device moves (MTU 1500 + Ethernet header, scheme-spec N5).
 pub const MAX_FRAME: usize = 1514;
@@ -78,6 +80,7 @@ pub struct NetworkDevice<'a, O: Os> {
     rx: Vec<u8>,
     tx: RefCell<Vec<u8>>,
     stats: DeviceStats,
+    subscribed: bool,
 }
 
 impl<'a, O: Os> NetworkDevice<'a, O> {
@@ -85,7 +88,24 @@ impl<'a, O: Os> NetworkDevice<'a, O> {
     pub fn open(os: &'a O, pci_name: &str) -> Result<Self, ClientError> {
         let flags = syscall::flag::O_RDWR | syscall::flag::O_NONBLOCK;
         let fd = Fd::open(os, &super::network_path(pci_name, ""), flags)?;
-        Ok(Self { fd, rx: vec![0; MAX_FRAME], tx: scratch(), stats: DeviceStats::default() })
+        Ok(Self {
+            fd,
+            rx: vec![0; MAX_FRAME],
+            tx: scratch(),
+            stats: DeviceStats::default(),
+            subscribed: false,
+        })
+    }
+
+    /// Waits until `EVENT_READ` is posted for the handle (frames pending, N6) or `timeout`
+    /// passes; returns the flags that hold.
+    pub fn wait(&mut self, timeout: Duration) -> Result<EventFlags, ClientError> {
+        let os = self.fd.os();
+        if !self.subscribed {
+            os.subscribe(self.fd.raw(), EventFlags::EVENT_READ)?;
+            self.subscribed = true;
+        }
+        os.wait_event(self.fd.raw(), EventFlags::EVENT_READ, timeout)
     }
 
     /// Counters.

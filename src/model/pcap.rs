@@ -144,7 +144,13 @@ pub struct PcapTap {
     frames: AtomicU64,
     bytes: AtomicU64,
     dropped: AtomicU64,
+    /// Frames still to record ([`UNLIMITED`]: all).
+    budget: AtomicU64,
+    skipped: AtomicU64,
 }
+
+/// [`PcapTap::set_budget`]'s "no limit".
+const UNLIMITED: u64 = u64::MAX;
 
 impl fmt::Debug for PcapTap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,6 +194,8 @@ impl PcapTap {
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            budget: AtomicU64::new(UNLIMITED),
+            skipped: AtomicU64::new(0),
         })
     }
 
@@ -202,6 +210,15 @@ impl PcapTap {
     /// Never panics and never blocks on anything but the tap's own lock; after a write error the
     /// frame is dropped (see the [module docs](self)).
     pub fn record(&self, frame: &[u8]) {
+        let take = |b: u64| match b {
+            UNLIMITED => Some(b),
+            0 => None,
+            _ => Some(b - 1),
+        };
+        if self.budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, take).is_err() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let mut inner = self.lock();
         if inner.failed.is_some() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +261,17 @@ impl PcapTap {
     /// snaplen truncation) — the same quantity as the sum of tshark's `frame.len`.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records at most `n` more frames (`None`: every frame, the default); later frames are
+    /// counted by [`skipped`](Self::skipped) and not written.
+    pub fn set_budget(&self, n: Option<u64>) {
+        self.budget.store(n.map_or(UNLIMITED, |n| n.min(UNLIMITED - 1)), Ordering::Release);
+    }
+
+    /// Number of frames not recorded because the budget was spent.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// Number of frames dropped because an earlier write failed.
@@ -561,6 +589,24 @@ mod tests {
         }
         drop(tap);
         assert_eq!(read_all(&tmp.0).1.len(), frames.len());
+    }
+
+    #[test]
+    fn a_budget_keeps_the_first_frames_and_counts_the_rest() {
+        let tmp = TempPcap::new("budget");
+        let tap = PcapTap::create(&tmp.0).expect("create");
+        tap.record(&udp_frame(60, 0));
+        tap.set_budget(Some(3));
+        for i in 1..=10 {
+            tap.record(&udp_frame(60, i));
+        }
+        tap.set_budget(None);
+        tap.record(&udp_frame(60, 11));
+        tap.flush().expect("flush");
+        assert_eq!((tap.frames(), tap.skipped()), (5, 7));
+        let got: Vec<_> = read_all(&tmp.0).1.into_iter().map(|(_, _, d)| d).collect();
+        let want: Vec<_> = [0, 1, 2, 3, 11].iter().map(|&i| udp_frame(60, i)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

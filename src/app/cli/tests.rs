@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::app::demo::DemoConfig;
+use crate::app::system::SystemConfig;
 use crate::model::vfio::host::BackendKind;
 use clap::error::ErrorKind;
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ fn mode(args: &[&str]) -> Mode {
 }
 
 fn demo(args: &[&str]) -> DemoConfig {
-    match mode(args) {
+    let mut a = vec!["--driver-demo"];
+    a.extend_from_slice(args);
+    match mode(&a) {
         Mode::Demo(c) => c,
         other => panic!("{args:?}: {other:?}"),
     }
@@ -25,6 +28,38 @@ fn demo(args: &[&str]) -> DemoConfig {
 fn error(args: &[&str]) -> (ErrorKind, String) {
     let e = parse(args).expect_err(&format!("{args:?} should be refused"));
     (e.kind(), e.to_string())
+}
+
+fn system(args: &[&str]) -> (SystemConfig, bool) {
+    match mode(args) {
+        Mode::System { cfg, json } => (cfg, json),
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn the_main_job_is_the_default() {
+    assert_eq!(system(&[]), (SystemConfig::default(), false));
+    let d = SystemConfig::default();
+    assert_eq!((d.tcp_bytes, d.zc_frames, d.switch_bytes), (64 << 20, 10_000_000, 16 << 20));
+    let (c, json) = system(&["--tcp-mib", "2", "--zc-frames=1_000", "--switch-mib", "1", "--json"]);
+    assert_eq!((c.tcp_bytes, c.zc_frames, c.switch_bytes, json), (2 << 20, 1000, 1 << 20, true));
+    assert_eq!(system(&["--pcap", "p.pcap"]).0.pcap, Some(PathBuf::from("p.pcap")));
+    for bad in ["0", "4097", "x", "-1"] {
+        assert_eq!(error(&["--tcp-mib", bad]).0, ErrorKind::ValueValidation, "{bad}");
+        assert_eq!(error(&["--switch-mib", bad]).0, ErrorKind::ValueValidation, "{bad}");
+    }
+    assert_eq!(error(&["--zc-frames", "0"]).0, ErrorKind::ValueValidation);
+    for main in ["--tcp-mib=1", "--zc-frames=1", "--switch-mib=1", "--json"] {
+        for other in [&["--driver-demo"][..], &["--selftest", "1"], &["--linux"]] {
+            let mut a = vec![main];
+            a.extend_from_slice(other);
+            assert_eq!(error(&a).0, ErrorKind::ArgumentConflict, "{a:?}");
+        }
+    }
+    let (kind, msg) = error(&["--frames", "5"]);
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    assert!(msg.contains("--driver-demo"), "{msg}");
 }
 
 #[test]
@@ -45,7 +80,8 @@ fn options_with_separate_and_inline_values() {
 
 #[test]
 fn help_lists_every_option_with_its_default() {
-    for args in [&["--help"][..], &["--frames", "3", "-h"], &["--linux", "--help"]] {
+    for args in [&["--help"][..], &["--driver-demo", "--frames", "3", "-h"], &["--linux", "--help"]]
+    {
         assert_eq!(error(args).0, ErrorKind::DisplayHelp, "{args:?}");
     }
     let help = PtnetdArgs::command_with_help().render_long_help().to_string();
@@ -54,6 +90,9 @@ fn help_lists_every_option_with_its_default() {
         assert!(help.contains(&name), "help lacks {name}:\n{help}");
     }
     for default in [
+        "[default: 64]",
+        "[default: 10000000]",
+        "[default: 16]",
         "[default: 200000]",
         "[default: 1024]",
         "[default: 120]",
@@ -80,10 +119,14 @@ fn help_lists_every_option_with_its_default() {
 fn usage_errors_name_the_option() {
     assert_eq!(error(&["--bogus"]).0, ErrorKind::UnknownArgument);
     assert_eq!(error(&["frames"]).0, ErrorKind::UnknownArgument);
-    assert_eq!(error(&["--frames"]).0, ErrorKind::InvalidValue);
+    assert_eq!(error(&["--driver-demo", "--frames"]).0, ErrorKind::InvalidValue);
     assert_eq!(error(&["--pcap"]).0, ErrorKind::InvalidValue);
     for bad in ["x", "0", "-1"] {
-        assert_eq!(error(&["--frames", bad]).0, ErrorKind::ValueValidation, "{bad}");
+        assert_eq!(
+            error(&["--driver-demo", "--frames", bad]).0,
+            ErrorKind::ValueValidation,
+            "{bad}"
+        );
     }
     let (kind, msg) = error(&["--slots", "8"]);
     assert_eq!(kind, ErrorKind::ValueValidation);
@@ -120,9 +163,9 @@ fn selftest_on_the_embedded_model() {
         assert_eq!(kind, ErrorKind::ValueValidation, "{bad}");
         assert!(msg.contains("--timeout"), "{msg}");
     }
-    let (kind, msg) = error(&["--selftest", "5", "--frames", "5"]);
+    let (kind, msg) = error(&["--selftest", "5", "--driver-demo"]);
     assert_eq!(kind, ErrorKind::ArgumentConflict);
-    assert!(msg.contains("--frames") && msg.contains("--selftest"), "{msg}");
+    assert!(msg.contains("--driver-demo") && msg.contains("--selftest"), "{msg}");
     assert_eq!(error(&["--pcap", "x", "--selftest", "5"]).0, ErrorKind::ArgumentConflict);
     assert_eq!(error(&["--vnet"]).0, ErrorKind::MissingRequiredArgument);
     assert_eq!(error(&["--timeout", "3"]).0, ErrorKind::MissingRequiredArgument);
@@ -151,7 +194,7 @@ fn linux_mode() {
         assert_eq!(error(&["--linux", "--pci", bad]).0, ErrorKind::ValueValidation, "{bad}");
     }
     assert_eq!(error(&["--pci", "00:03.0"]).0, ErrorKind::MissingRequiredArgument);
-    for extra in [&["--frames", "5"][..], &["--slots", "64"], &["--pcap", "x"]] {
+    for extra in [&["--driver-demo"][..], &["--slots", "64"], &["--pcap", "x"]] {
         let mut a = vec!["--linux"];
         a.extend_from_slice(extra);
         let (kind, msg) = error(&a);
