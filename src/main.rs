@@ -11,7 +11,8 @@
 //!
 //! The command line is [`ptnetd::app::cli::PtnetdArgs`] (`--help` lists everything). Exit status:
 //! 0 on success, 1 on failure (any check of the main job), 2 on a usage error. Logs go to stderr: `env_logger` on the host
-//! (`RUST_LOG`, default `info`), the crate's own logger on Redox. Lines whose message starts
+//! (`RUST_LOG`, default `info`; `warn` for the main job, whose output is its progress and
+//! report), the crate's own logger on Redox. Lines whose message starts
 //! with `ptnetd: ` (the start line, the self-test verdict) are printed bare on the host, so
 //! scripts can match them at line start.
 
@@ -30,7 +31,9 @@ fn exit(ok: bool) -> ExitCode {
 fn main() -> ExitCode {
     use ptnetd::app::{demo, drive, embedded, progress, system};
     let args = PtnetdArgs::from_env();
-    init_logging();
+    // The main job's own output is its progress and report: the daemons' info lines (handles
+    // bound and closed) only with RUST_LOG=info.
+    init_logging(if matches!(args.mode(), Mode::System { .. }) { "warn" } else { "info" });
     log::info!("ptnetd {}", env!("CARGO_PKG_VERSION"));
     match args.mode() {
         Mode::ModelSelftest { slots, opts } => {
@@ -87,12 +90,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The host logger: `env_logger` with `RUST_LOG` (default `info`); messages starting with
+/// The host logger: `env_logger` with `RUST_LOG` (default `level`); messages starting with
 /// `ptnetd: ` bare, others as `[LEVEL target] message`.
 #[cfg(not(target_os = "redox"))]
-fn init_logging() {
+fn init_logging(level: &str) {
     use std::io::Write;
-    let env = env_logger::Env::default().default_filter_or("info");
+    let env = env_logger::Env::default().default_filter_or(level);
     env_logger::Builder::from_env(env)
         .format(|buf, r| {
             let msg = r.args().to_string();
