@@ -57,7 +57,7 @@ if [ -z "$PTNETD" ]; then
     CARGO_TARGET_X86_64_UNKNOWN_REDOX_LINKER=$REDOX_KIT/sysroot/bin/x86_64-unknown-redox-gcc \
       CARGO_PROFILE_RELEASE_PANIC=abort CARGO_PROFILE_RELEASE_DEBUG=0 \
       cargo "+$TOOLCHAIN" build --release --target x86_64-unknown-redox \
-      -Zbuild-std=std,panic_abort --bin ptnetd --bin ptnet-scheme-test --bin ptnet-net-test --bin ptnet-pktgen) \
+      -Zbuild-std=std,panic_abort --bin ptnetd --bin ptnet-scheme-test --bin ptnet-net-test --bin ptnet-pktgen --bin ptnet-smol) \
       >"$log" 2>&1; then
     tail -30 "$log" | sed 's/^/cargo| /' >&2
     die "ptnetd does not build or link for x86_64-unknown-redox (log: $log)"
@@ -66,7 +66,7 @@ if [ -z "$PTNETD" ]; then
 fi
 # The test clients (scheme checks, netstack checks): built beside ptnetd when it is built here.
 CLIENTS=()
-for c in ptnet-scheme-test ptnet-net-test ptnet-pktgen; do
+for c in ptnet-scheme-test ptnet-net-test ptnet-pktgen ptnet-smol; do
   f=$CARGO_TARGET/x86_64-unknown-redox/release/$c
   [ -x "$f" ] && CLIENTS+=("$f")
 done

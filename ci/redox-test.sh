@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Redox phase of .ci/run: ptnetd cross-linked for Redox, put in images made from the Redox
-# test kit (shared/redox-kit, beside this repository), and booted four times under QEMU against
+# test kit (shared/redox-kit, beside this repository), and booted six times under QEMU against
 # ptnet-host, each boot with its own verdict line ("PASS: redox NAME" / "FAIL: redox NAME: ...").
 #
 #   1. reflector    ptnetd --selftest 20000 over one ring pair, reflector port
@@ -15,8 +15,11 @@
 #   5. netstack     two VMs on the switch, each with ptnetd and Redox's own netstack (smolnetd):
 #                   UDP echoed through std::net (10,000 datagrams, none lost) and a TCP
 #                   transfer checked by SHA-256 (ci/redox-netstack-test.sh)
+#   6. smol         two VMs on the switch with ptnetd and no smolnetd: ptnet-smol, a smoltcp
+#                   stack of its own, sends 4 MiB over TCP from VM A's network scheme to VM B's
+#                   netmap scheme (zero copy), every byte checked (redox-netstack-test.sh --mode smol)
 #
-#   ci/redox-test.sh                 everything (cross-build, images, four boots)
+#   ci/redox-test.sh                 everything (cross-build, images, six boots)
 #   ci/redox-test.sh --boots "1 4"   only these boots
 #   ci/redox-test.sh --ptnetd BIN    a ptnetd already built for Redox (e.g. a deliberately
 #                                    broken one, to see the run fail)
@@ -29,7 +32,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 OUT=
-BOOTS="1 2 3 4 5"
+BOOTS="1 2 3 4 5 6"
 TIMEOUT=120
 IMAGE_ARGS=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -73,7 +76,9 @@ for n in $BOOTS; do
       --expect 'ptnet-scheme-test: ownership PASS' \
       --expect 'pkt-gen: Txrx PASS sent=20000 received=20000 lost=0' \
       --expect 'pkt-gen: Ping PASS sent=500 received=500 .* rtt p50=' ;;
-    *) die "no boot $n (1..5)" ;;
+    6) bash "$CI_DIR/redox-netstack-test.sh" --mode smol --image-a "$OUT/smol-a.img" \
+      --image-b "$OUT/smol-b.img" --timeout "$TIMEOUT" ;;
+    *) die "no boot $n (1..6)" ;;
   esac
 done
 echo "TIME: redox phase $(secs_since "$T0")s (boots: $BOOTS)"
