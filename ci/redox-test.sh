@@ -73,7 +73,7 @@ for n in $BOOTS; do
       --expect 'scheme network\.pci-[0-9a-f.-]+_ptnet registered' \
       --expect 'scheme netmap\.pci-[0-9a-f.-]+_ptnet registered' \
       --expect 'entered the null namespace' --expect 'ptnet-scheme-test: stack PASS' --expect 'ptnet-scheme-test: zerocopy PASS' \
-      --expect 'ptnet-scheme-test: ownership PASS' \
+      --expect 'ptnet-scheme-test: ownership PASS' --expect 'ptnet-scheme-test: eexist PASS .*already registered' \
       --expect 'pkt-gen: Txrx PASS sent=20000 received=20000 lost=0' \
       --expect 'pkt-gen: Ping PASS sent=500 received=500 .* rtt p50=' ;;
     6) bash "$CI_DIR/redox-netstack-test.sh" --mode smol --image-a "$OUT/smol-a.img" \

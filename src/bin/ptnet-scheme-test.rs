@@ -6,7 +6,11 @@
 //! * `zerocopy`: `netmap.<name>_ptnet/0`: the geometry, the mapping, frames pushed and popped in
 //!   place with `TXSYNC`/`RXSYNC` and readiness waits (M2–M6);
 //! * `ownership`: a zero-copy client holds ring pair 0 while the stack client runs: a second
-//!   open gets `EBUSY`, the stack keeps working on the other rings, and gets ring 0 back (M5).
+//!   open gets `EBUSY`, the stack keeps working on the other rings, and gets ring 0 back (M5);
+//! * `eexist` (Redox only, in `all`): registering `network.<name>_ptnet` again, through the
+//!   daemon's own registration function, fails with the clear "already registered" message
+//!   the daemon logs when a dead instance left the name behind (the kernel answers `EEXIST`
+//!   whether the holder is alive or dead).
 //!
 //! On Redox it uses the system's schemes (started from `init.rc` after pcid-spawner); on the host
 //! `--model` runs the same checks against an embedded reflector through the in-process kernel.
@@ -23,7 +27,7 @@ use syscall::flag::{O_NONBLOCK, O_RDWR};
 #[command(name = "ptnet-scheme-test", version)]
 struct Args {
     /// Which checks: stack, zerocopy, ownership or all.
-    #[arg(default_value = "all", value_parser = ["stack", "zerocopy", "ownership", "all"])]
+    #[arg(default_value = "all", value_parser = ["stack", "zerocopy", "ownership", "eexist", "all"])]
     check: String,
     /// PCI name of the NIC (e.g. pci-0000-00-03.0); default: the first `network.*_ptnet` scheme.
     #[arg(long)]
@@ -286,10 +290,46 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if run(&os, name, &args) {
+    let mut ok = run(&os, name.clone(), &args);
+    if args.check == "all" || args.check == "eexist" {
+        match eexist(&name) {
+            Ok(s) => println!("ptnet-scheme-test: eexist PASS {s}"),
+            Err(e) => {
+                println!("ptnet-scheme-test: eexist FAIL {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// A second registration of the daemon's `network` scheme name must be refused as taken.
+#[cfg(target_os = "redox")]
+fn eexist(name: &str) -> Result<String, String> {
+    use ptnetd::scheme::redox::{register_name, RegisterError};
+    struct Nothing;
+    impl redox_scheme::scheme::SchemeSync for Nothing {
+        fn scheme_root(&mut self) -> syscall::Result<usize> {
+            Ok(0)
+        }
+    }
+    let scheme = format!("network.{name}_ptnet");
+    let sock = redox_scheme::Socket::nonblock().map_err(|e| format!("scheme socket: {e}"))?;
+    match register_name(&sock, &scheme, &mut Nothing) {
+        Err(e @ RegisterError::Taken(_)) => {
+            let msg = e.to_string();
+            if msg.contains("already registered") && msg.contains(&scheme) {
+                Ok(format!("the second registration is refused: {msg}"))
+            } else {
+                Err(format!("unclear message: {msg}"))
+            }
+        }
+        Err(e) => Err(format!("not EEXIST: {e}")),
+        Ok(()) => Err(format!("{scheme} registered a second time")),
     }
 }
 

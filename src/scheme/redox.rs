@@ -9,7 +9,7 @@
 use super::server::Server;
 use super::{NetmapView, NetworkView, Which};
 use crate::platform::redox::RedoxPlatform;
-use redox_scheme::scheme::register_sync_scheme;
+use redox_scheme::scheme::{register_sync_scheme, SchemeSync};
 use redox_scheme::{SignalBehavior, Socket};
 use std::time::{Duration, Instant};
 use syscall::error::{EAGAIN, EEXIST, EWOULDBLOCK};
@@ -20,6 +20,47 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 /// The two scheme sockets, indexed by [`Which`].
 pub struct Sockets([Socket; 2]);
 
+/// Why a scheme name could not be registered.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// The name is taken (`EEXIST`): another daemon serves it, or a dead one left it behind
+    /// (Redox keeps a dead daemon's scheme name registered).
+    Taken(String),
+    /// Anything else the kernel refused.
+    Other(String, syscall::Error),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Taken(name) => write!(
+                f,
+                "scheme {name} already registered (a previous ptnetd still holds it? Redox keeps \
+                 a dead daemon's scheme name: restart the system to free it)"
+            ),
+            Self::Other(name, e) => write!(f, "registering scheme {name}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+/// Registers `name` on `sock` for `scheme`; `EEXIST` becomes [`RegisterError::Taken`] with the
+/// message the daemon logs (what `ptnet-scheme-test eexist` checks on Redox).
+pub fn register_name<S: SchemeSync>(
+    sock: &Socket,
+    name: &str,
+    scheme: &mut S,
+) -> Result<(), RegisterError> {
+    register_sync_scheme(sock, name, scheme).map_err(|e| {
+        if e.errno == EEXIST {
+            RegisterError::Taken(name.to_string())
+        } else {
+            RegisterError::Other(name.to_string(), e)
+        }
+    })
+}
+
 /// Creates both sockets and registers `network.<name>_ptnet` and `netmap.<name>_ptnet`; each
 /// socket joins the platform's event queue. Must run before `setrens(0, 0)`.
 pub fn register(server: &mut Server<RedoxPlatform>) -> Result<Sockets, String> {
@@ -27,24 +68,12 @@ pub fn register(server: &mut Server<RedoxPlatform>) -> Result<Sockets, String> {
     for which in [Which::Network, Which::Netmap] {
         let name = server.daemon().scheme_name(which);
         let sock = Socket::nonblock().map_err(|e| format!("scheme socket for {name}: {e}"))?;
-        let r = match which {
-            Which::Network => {
-                register_sync_scheme(&sock, &name, &mut NetworkView(server.daemon_mut()))
-            }
-            Which::Netmap => {
-                register_sync_scheme(&sock, &name, &mut NetmapView(server.daemon_mut()))
-            }
-        };
-        match r {
-            Ok(()) => log::info!("ptnetd: scheme {name} registered"),
-            Err(e) if e.errno == EEXIST => {
-                return Err(format!(
-                "scheme {name} already registered (a previous ptnetd still holds it? Redox keeps \
-                     a dead daemon's scheme name: restart the system to free it)"
-            ))
-            }
-            Err(e) => return Err(format!("registering scheme {name}: {e}")),
+        match which {
+            Which::Network => register_name(&sock, &name, &mut NetworkView(server.daemon_mut())),
+            Which::Netmap => register_name(&sock, &name, &mut NetmapView(server.daemon_mut())),
         }
+        .map_err(|e| e.to_string())?;
+        log::info!("ptnetd: scheme {name} registered");
         server
             .daemon()
             .platform()
