@@ -41,6 +41,11 @@ while [ $# -gt 0 ]; do
 done
 [ -f "$IMG_A" ] && [ -f "$IMG_B" ] || die "--image-a and --image-b are required (ci/redox-image.sh makes them)"
 
+case $MODE in
+  netstack) DONE_A='ptnet-net-test: client (PASS|FAIL)' DONE_B='ptnet-net-test: serve (PASS|FAIL)' ;;
+  smol) DONE_A='smol: send .*(PASS|FAIL)' DONE_B='smol: receive .*(PASS|FAIL)' ;;
+  *) die "--mode: netstack or smol, not $MODE" ;;
+esac
 need_cmd timeout awk sed grep mkfifo mktemp
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/ptnet-netstack.XXXXXX")
 PIDS=()
@@ -57,10 +62,10 @@ HOST=${PTNET_HOST_BIN:-$(cargo_bin ptnet-host)}
 PCAP_ARGS=()
 [ -z "${PTNET_NETSTACK_PCAP:-}" ] || PCAP_ARGS=(--pcap "$PTNET_NETSTACK_PCAP")
 start_host "$HOST" "$RUN/sock" "$RUN/host.log" $((TIMEOUT + 30)) --vms 2 --backend switch "${PCAP_ARGS[@]}" ||
-  die "netstack: ptnet-host did not start"
+  die "$MODE: ptnet-host did not start"
 HOST_LOG=$RUN/host.log
 [ -S "$RUN/sock/vm1-ptnet.sock" ] || sleep 1
-pass "netstack: ptnet-host up (2 VMs on the switch)"
+pass "$MODE: ptnet-host up (2 VMs on the switch)"
 
 # One QEMU per VM (k = 0: A, 1: B), monitor on a FIFO pair, serial to a file.
 boot_vm() { # K IMAGE
@@ -91,11 +96,6 @@ T0=$(now)
 boot_vm 1 "$IMG_B"
 boot_vm 0 "$IMG_A"
 FATAL_RE='\[ERROR ptnetd|panicked at|exited without notifying readiness|ptnet-net-test: .*FAIL|no network adapter found|smol: .*FAIL'
-case $MODE in
-  netstack) DONE_A='ptnet-net-test: client (PASS|FAIL)' DONE_B='ptnet-net-test: serve (PASS|FAIL)' ;;
-  smol) DONE_A='smol: send .*(PASS|FAIL)' DONE_B='smol: receive .*(PASS|FAIL)' ;;
-  *) die "--mode: netstack or smol, not $MODE" ;;
-esac
 PROMPTS=(0 0)
 VERDICT=timeout
 while awk -v a="$(secs_since "$T0")" -v t="$TIMEOUT" 'BEGIN { exit !(a < t) }'; do
@@ -134,35 +134,30 @@ done
 if [ "$MODE" = smol ]; then
   # ptnet-smol: VM A's smoltcp on the network scheme (a frame per call) sends 4 MiB to VM B's
   # smoltcp on the netmap scheme (frames in place in the rings); VM B checks every byte.
-  re_a='smol: send over Network PASS 4194304 bytes' re_b='smol: receive over Netmap PASS 4194304 bytes'
-  if log_of 0 | grep -qE "$re_a"; then pass "smol: VM A: $(log_of 0 | grep -m1 -oE "$re_a.*")"; else fail "smol: VM A: no line /$re_a/"; fi
-  if log_of 1 | grep -qE "$re_b"; then pass "smol: VM B: $(log_of 1 | grep -m1 -oE "$re_b.*")"; else fail "smol: VM B: no line /$re_b/"; fi
-  sha_a=$(log_of 0 | grep -m1 -oE "$re_a.*sha256 [0-9a-f]{64}" | grep -oE '[0-9a-f]{64}$' || true)
-  sha_b=$(log_of 1 | grep -m1 -oE "$re_b.*sha256 [0-9a-f]{64}" | grep -oE '[0-9a-f]{64}$' || true)
-  if [ -n "$sha_a" ] && [ "$sha_a" = "$sha_b" ]; then
-    pass "smol: TCP SHA-256 the same on both VMs ($sha_a)"
-  else
-    fail "smol: TCP SHA-256 sender '${sha_a:-none}', receiver '${sha_b:-none}'"
-  fi
+  LINES_A=('smol: send over Network PASS 4194304 bytes')
+  LINES_B=('smol: receive over Netmap PASS 4194304 bytes')
 else
-# VM A: every datagram echoed, then 1 MiB over TCP whose SHA-256 (computed by VM B from what it
-# received) equals the client's; VM B: the same two phases seen from its side. The client
-# writes in blocks the server acknowledges: the kit's smolnetd drops written bytes that do not
-# fit its TCP send buffer (ci/redox/README.md, "TCP through smolnetd").
-for re in 'ptnet-net-test: udp-echo PASS sent=10000 echoed=10000 lost=0' \
-  'ptnet-net-test: client PASS tcp PASS bytes=1048576 '; do
-  if log_of 0 | grep -qE "$re"; then pass "netstack: VM A: $(log_of 0 | grep -m1 -oE "$re.*")"; else fail "netstack: VM A: no line /$re/"; fi
-done
-for re in 'ptnet-net-test: udp-echo PASS echoed=10000' 'ptnet-net-test: serve PASS tcp-sink .*: 1048576 bytes'; do
-  if log_of 1 | grep -qE "$re"; then pass "netstack: VM B: $(log_of 1 | grep -m1 -oE "$re.*")"; else fail "netstack: VM B: no line /$re/"; fi
-done
-sha_a=$(log_of 0 | grep -m1 -oE 'client PASS tcp PASS .*sha256 [0-9a-f]{64}' | grep -oE '[0-9a-f]{64}$' || true)
-sha_b=$(log_of 1 | grep -m1 -oE 'serve PASS tcp-sink .*sha256 [0-9a-f]{64}' | grep -oE '[0-9a-f]{64}$' || true)
-if [ -n "$sha_a" ] && [ "$sha_a" = "$sha_b" ]; then
-  pass "netstack: TCP SHA-256 the same on both VMs ($sha_a)"
-else
-  fail "netstack: TCP SHA-256 client '${sha_a:-none}', server '${sha_b:-none}'"
+  # VM A: every datagram echoed, then 1 MiB over TCP whose SHA-256 (computed by VM B from what
+  # it received) equals the client's; VM B: the same two phases seen from its side. The client
+  # writes in blocks the server acknowledges: the kit's smolnetd drops written bytes that do
+  # not fit its TCP send buffer (ci/redox/README.md, "TCP through smolnetd").
+  LINES_A=('ptnet-net-test: udp-echo PASS sent=10000 echoed=10000 lost=0'
+    'ptnet-net-test: client PASS tcp PASS bytes=1048576 ')
+  LINES_B=('ptnet-net-test: udp-echo PASS echoed=10000' 'ptnet-net-test: serve PASS tcp-sink .*: 1048576 bytes')
 fi
+for re in "${LINES_A[@]}"; do
+  if log_of 0 | grep -qE "$re"; then pass "$MODE: VM A: $(log_of 0 | grep -m1 -oE "$re.*")"; else fail "$MODE: VM A: no line /$re/"; fi
+done
+for re in "${LINES_B[@]}"; do
+  if log_of 1 | grep -qE "$re"; then pass "$MODE: VM B: $(log_of 1 | grep -m1 -oE "$re.*")"; else fail "$MODE: VM B: no line /$re/"; fi
+done
+# The TCP lines (the last of each VM) carry the SHA-256 of what was sent / received.
+sha_a=$(log_of 0 | grep -m1 -oE "${LINES_A[-1]}.*sha256 [0-9a-f]{64}" | grep -oE '[0-9a-f]{64}$' || true)
+sha_b=$(log_of 1 | grep -m1 -oE "${LINES_B[-1]}.*sha256 [0-9a-f]{64}" | grep -oE '[0-9a-f]{64}$' || true)
+if [ -n "$sha_a" ] && [ "$sha_a" = "$sha_b" ]; then
+  pass "$MODE: TCP SHA-256 the same on both VMs ($sha_a)"
+else
+  fail "$MODE: TCP SHA-256 VM A '${sha_a:-none}', VM B '${sha_b:-none}'"
 fi
 say "$MODE: verdict '$VERDICT' after ${SECS}s"
 if [ "$CI_FAILS" -gt 0 ]; then
