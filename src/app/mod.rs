@@ -13,6 +13,8 @@
 //! | `system` | (host) the whole system being built as the next main job: two VMs with ptnetd's schemes, TCP over `network`, pkt-gen over `netmap`, a mode switch |
 //! | [`pktgen`] | the pkt-gen-like generator/sink/pinger on the zero-copy scheme (`ptnet-pktgen`) |
 
+#[cfg(not(target_os = "redox"))]
+pub mod bench;
 pub mod cli;
 #[cfg(target_os = "redox")]
 pub mod daemon;
