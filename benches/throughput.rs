@@ -103,7 +103,7 @@ fn targets(rows: &[Row]) -> String {
     if !notif.is_empty() {
         let worst = notif
             .iter()
-            .map(|r| (r.kicks_per_packet + r.interrupts_per_packet, r))
+            .map(|&r| (r.kicks_per_packet + r.interrupts_per_packet, r))
             .fold((0.0f64, notif[0]), |a, b| if b.0 > a.0 { b } else { a });
         out += &format!(
             "\n  kicks+interrupts per packet, zero-copy rows at batch>=256: worst {:.4} ({} {} batch {} len {}) vs 0.01: {}",
