@@ -150,7 +150,7 @@ fn plot(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let panels = root.split_evenly((lens.len().max(1), 1));
     let names: Vec<String> = {
-        let mut v: Vec<String> = rows.iter().map(|r| label(r)).collect();
+        let mut v: Vec<String> = rows.iter().map(label).collect();
         v.sort();
         v.dedup();
         v

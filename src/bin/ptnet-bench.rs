@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             };
             let load = match a.frames {
                 Some(n) => Load::frames(n),
-                None => Load::time(Duration::from_millis(if a.quick { 150 } else { 700 })),
+                None => Load::time(Duration::from_millis(if a.quick { 150 } else { 1000 })),
             };
             vec![Cell {
                 scenario,

@@ -106,7 +106,7 @@ pub(super) fn run(load: &Load, batch: u64, item_len: usize) -> Result<Measured, 
         let deadline = t0 + load.time;
         let mut rounds = 0u64;
         // The clock is read every 64 batches: the loop is the thing measured.
-        while tail < load.frames && (rounds % 64 != 0 || Instant::now() < deadline) {
+        while tail < load.frames && (!rounds.is_multiple_of(64) || Instant::now() < deadline) {
             rounds += 1;
             if tail - head + batch > ring.items {
                 spin_until(|| {
