@@ -278,6 +278,9 @@ pub struct Row {
     pub copies_per_packet: f64,
     /// Scheme calls per frame (0 where no scheme is involved).
     pub scheme_calls_per_frame: f64,
+    /// Mpps of every round of this cell, in run order (the row is the best round's).
+    #[serde(default)]
+    pub mpps_rounds: Vec<f64>,
 }
 
 impl Row {
@@ -300,8 +303,40 @@ impl Row {
             interrupts_per_packet: m.interrupts as f64 / f,
             copies_per_packet: m.copies as f64 / f,
             scheme_calls_per_frame: m.scheme_calls as f64 / f,
+            mpps_rounds: vec![mpps],
         }
     }
+}
+
+/// Rounds of a full run: the plan runs this many times, interleaved, and each cell reports its
+/// best round (the machine is shared: a round that lost the CPU to another process is noise).
+pub const ROUNDS: usize = 2;
+
+/// Merges rows of several rounds: per scenario, host mode, batch and frame length, the row of
+/// the round with the highest Mpps, with every round's Mpps in `mpps_rounds`. Order: first
+/// appearance.
+pub fn best_of_rounds(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in rows {
+        let same = |o: &&mut Row| {
+            o.scenario == r.scenario
+                && o.host_mode == r.host_mode
+                && o.batch == r.batch
+                && o.frame_len == r.frame_len
+        };
+        match out.iter_mut().find(|o| same(o)) {
+            Some(o) => {
+                let mut rounds = std::mem::take(&mut o.mpps_rounds);
+                rounds.extend(&r.mpps_rounds);
+                if r.mpps > o.mpps {
+                    *o = r;
+                }
+                o.mpps_rounds = rounds;
+            }
+            None => out.push(r),
+        }
+    }
+    out
 }
 
 /// Batches of the zero-copy scenarios.
@@ -316,7 +351,7 @@ pub fn plan(quick: bool) -> Vec<Cell> {
     let (lens, batches, time): (&[usize], &[u64], _) = if quick {
         (&[60], &[1, 256], Duration::from_millis(150))
     } else {
-        (&FRAME_LENS, &BATCHES, Duration::from_millis(1000))
+        (&FRAME_LENS, &BATCHES, Duration::from_millis(600))
     };
     let load = Load::time(time);
     let mut cells = Vec::new();
@@ -540,6 +575,25 @@ mod tests {
         assert!(near("copies_per_packet", 0.0) && near("scheme_calls_per_frame", 0.008), "{r}");
         let back: Vec<Row> = serde_json::from_value(j).unwrap();
         assert_eq!(back[0].frames, 1000);
+    }
+
+    #[test]
+    fn rounds_merge_into_the_best_row() {
+        let c = tiny(Scenario::ZcTx, HostMode::Kloop, 8, 10);
+        let m = |ms| Measured {
+            sent: 10,
+            received: 10,
+            elapsed: Duration::from_millis(ms),
+            ..Measured::default()
+        };
+        let d = tiny(Scenario::ZcTx, HostMode::Direct, 8, 10);
+        let rows = vec![Row::new(&c, &m(2)), Row::new(&d, &m(1)), Row::new(&c, &m(1))];
+        let b = best_of_rounds(rows);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].host_mode.as_str(), b[0].elapsed_s), ("kloop", 0.001));
+        assert_eq!(b[0].mpps_rounds.len(), 2);
+        assert!(b[0].mpps_rounds[0] < b[0].mpps_rounds[1]);
+        assert_eq!(b[1].mpps_rounds.len(), 1);
     }
 
     #[test]
