@@ -168,7 +168,8 @@ fn plot(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         }
         let all = series.values().flatten().map(|p| p.1);
         let lo = all.clone().fold(f64::MAX, f64::min).min(1.0) / 2.0;
-        let hi = all.fold(0.0, f64::max).max(1.0) * 2.0;
+        // Two decades of headroom above the highest point: the legend goes there.
+        let hi = all.fold(0.0, f64::max).max(1.0) * 100.0;
         let mut chart = ChartBuilder::on(area)
             .caption(format!("Mpps against batch, {len}-byte frames"), ("sans-serif", 22))
             .margin(12)
@@ -194,7 +195,7 @@ fn plot(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()?;
