@@ -99,6 +99,8 @@ pub enum VirtioBenchError {
     Queue(virtio_queue::Error),
     /// A guest memory access failed.
     Memory(vm_memory::GuestMemoryError),
+    /// A guest's access to its own memory failed.
+    Volatile(vm_memory::VolatileMemoryError),
     /// The driver made a chain head outside the descriptor table available (device side).
     BadHead {
         /// Which queue.
@@ -165,6 +167,7 @@ impl fmt::Display for VirtioBenchError {
             Self::Setup(w) => write!(f, "setup failed: {w}"),
             Self::Queue(e) => write!(f, "virtqueue: {e}"),
             Self::Memory(e) => write!(f, "guest memory: {e}"),
+            Self::Volatile(e) => write!(f, "guest memory (driver side): {e}"),
             Self::BadHead { queue, head, size } => {
                 write!(f, "{queue}: chain head {head} outside the descriptor table (size {size})")
             }
@@ -189,6 +192,7 @@ impl std::error::Error for VirtioBenchError {
         match self {
             Self::Queue(e) => Some(e),
             Self::Memory(e) => Some(e),
+            Self::Volatile(e) => Some(e),
             _ => None,
         }
     }
@@ -197,6 +201,12 @@ impl std::error::Error for VirtioBenchError {
 impl From<virtio_queue::Error> for VirtioBenchError {
     fn from(e: virtio_queue::Error) -> Self {
         Self::Queue(e)
+    }
+}
+
+impl From<vm_memory::VolatileMemoryError> for VirtioBenchError {
+    fn from(e: vm_memory::VolatileMemoryError) -> Self {
+        Self::Volatile(e)
     }
 }
 
@@ -341,9 +351,7 @@ fn run_with(
     }
     let l = driver::Layout::new(p.queue_size);
     let (mem_a, mem_b) = (vm_memory(&l)?, vm_memory(&l)?);
-    let mut txd = driver::DriverQueue::new(&mem_a, l, "tx");
-    let mut rxd = driver::DriverQueue::new(&mem_b, l, "rx");
-    driver::prefill_tx(&txd, p.frame_len)?;
+    driver::prefill_tx(&mem_a, &l, p.frame_len)?;
     let mut txq = device::DevQueue {
         q: device::queue(&mem_a, l.size, l.desc, l.avail, l.used)?,
         mem: &mem_a,
@@ -367,7 +375,7 @@ fn run_with(
         let link = &link;
         let a = s.spawn(|| {
             let _g = StopOnPanic(link);
-            guarded(link, driver::tx_vcpu(&mut txd, link, p.batch, p.frame_len, p.frames))
+            guarded(link, driver::tx_vcpu(&mem_a, l, link, p.batch, p.frame_len, p.frames))
         });
         let dev = s.spawn(|| {
             let _g = StopOnPanic(link);
@@ -375,7 +383,7 @@ fn run_with(
         });
         let b = s.spawn(|| {
             let _g = StopOnPanic(link);
-            guarded(link, driver::rx_vcpu(&mut rxd, link, p.batch, p.frame_len, p.frames))
+            guarded(link, driver::rx_vcpu(&mem_b, l, link, p.batch, p.frame_len, p.frames))
         });
         (join(a, "VM A driver"), join(dev, "backend"), join(b, "VM B driver"))
     });
