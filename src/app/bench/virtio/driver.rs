@@ -22,7 +22,7 @@ use super::{Fault, Link, VirtioBenchError, HDR_LEN, SEQ_OFF};
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// `VIRTQ_DESC_F_WRITE`: the buffer is device-writable (§2.7.5).
 pub(super) const DESC_F_WRITE: u16 = 2;
@@ -61,26 +61,26 @@ impl Layout {
     pub fn buf(&self, id: u16) -> u64 {
         self.bufs + u64::from(id) * BUF_STRIDE
     }
-    fn desc_at(&self, id: u16) -> GuestAddress {
-        GuestAddress(self.desc + 16 * u64::from(id))
+    fn desc_at(&self, id: u16) -> usize {
+        (self.desc + 16 * u64::from(id)) as usize
     }
-    fn avail_slot(&self, i: Wrapping<u16>) -> GuestAddress {
-        GuestAddress(self.avail + 4 + 2 * u64::from(i.0 % self.size))
+    fn avail_slot(&self, i: Wrapping<u16>) -> usize {
+        (self.avail + 4 + 2 * u64::from(i.0 % self.size)) as usize
     }
-    fn avail_idx(&self) -> GuestAddress {
-        GuestAddress(self.avail + 2)
+    fn avail_idx(&self) -> usize {
+        (self.avail + 2) as usize
     }
-    fn used_event(&self) -> GuestAddress {
-        GuestAddress(self.avail + 4 + 2 * u64::from(self.size))
+    fn used_event(&self) -> usize {
+        (self.avail + 4 + 2 * u64::from(self.size)) as usize
     }
-    fn used_idx(&self) -> GuestAddress {
-        GuestAddress(self.used + 2)
+    fn used_idx(&self) -> usize {
+        (self.used + 2) as usize
     }
-    fn used_slot(&self, i: Wrapping<u16>) -> GuestAddress {
-        GuestAddress(self.used + 4 + 8 * u64::from(i.0 % self.size))
+    fn used_slot(&self, i: Wrapping<u16>) -> usize {
+        (self.used + 4 + 8 * u64::from(i.0 % self.size)) as usize
     }
-    fn avail_event(&self) -> GuestAddress {
-        GuestAddress(self.used + 4 + 8 * u64::from(self.size))
+    fn avail_event(&self) -> usize {
+        (self.used + 4 + 8 * u64::from(self.size)) as usize
     }
 }
 
@@ -90,9 +90,11 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 }
 
 /// The driver's half of one split virtqueue, event index negotiated. Every value read from
-/// the device (used ids and lengths) is validated before use.
+/// the device (used ids and lengths) is validated before use. The guest reaches its memory
+/// through one `VolatileSlice` over the whole of it (a guest's plain loads and stores, bounds
+/// checked), not through the host's per-access region lookup.
 pub(super) struct DriverQueue<'m> {
-    mem: &'m GuestMemoryMmap,
+    mem: VolatileSlice<'m>,
     pub l: Layout,
     name: &'static str,
     /// Next avail slot to fill (shadow of avail.idx plus what is not published yet).
@@ -110,9 +112,13 @@ pub(super) struct DriverQueue<'m> {
 }
 
 impl<'m> DriverQueue<'m> {
-    pub fn new(mem: &'m GuestMemoryMmap, l: Layout, name: &'static str) -> Self {
-        Self {
-            mem,
+    pub fn new(
+        mem: &'m GuestMemoryMmap,
+        l: Layout,
+        name: &'static str,
+    ) -> Result<Self, VirtioBenchError> {
+        Ok(Self {
+            mem: mem.get_slice(GuestAddress(0), l.end as usize)?,
             l,
             name,
             avail_idx: Wrapping(0),
@@ -121,7 +127,7 @@ impl<'m> DriverQueue<'m> {
             used_seen: Wrapping(0),
             in_flight: vec![false; usize::from(l.size)],
             free: (0..l.size).rev().collect(),
-        }
+        })
     }
 
     /// Puts descriptor `id` (one buffer, no chaining) with `len` and `flags` in the next avail
@@ -216,28 +222,35 @@ pub(super) struct DriverStats {
 
 /// Prefills every TX buffer once with a frame template: virtio_net_hdr_v1 (zeros: no
 /// offloads negotiated, §5.1.6), then an Ethernet header, then a zero payload.
-pub(super) fn prefill_tx(q: &DriverQueue<'_>, frame_len: usize) -> Result<(), VirtioBenchError> {
+pub(super) fn prefill_tx(
+    mem: &GuestMemoryMmap,
+    l: &Layout,
+    frame_len: usize,
+) -> Result<(), VirtioBenchError> {
     let mut f = vec![0u8; HDR_LEN + frame_len];
     let eth = &mut f[HDR_LEN..];
     eth[0..6].copy_from_slice(&[0x52, 0x54, 0x00, 0x00, 0x00, 0x0b]);
     eth[6..12].copy_from_slice(&[0x52, 0x54, 0x00, 0x00, 0x00, 0x0a]);
     eth[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental ethertype
-    for id in 0..q.l.size {
-        q.mem.write_slice(&f, GuestAddress(q.l.buf(id)))?;
+    for id in 0..l.size {
+        mem.write_slice(&f, GuestAddress(l.buf(id)))?;
     }
     Ok(())
 }
 
-/// VM A: sends `frames` frames in batches of `batch`, each with its sequence number written
+/// VM A: builds its queue's driver side (in its own thread: a `VolatileSlice` stays with one
+/// thread) and sends `frames` frames in batches of `batch`, each with its sequence number written
 /// into the prefilled buffer, then one publish and one kick decision per batch. Waits for TX
 /// completions only when a batch does not fit, asking for one interrupt when it will.
 pub(super) fn tx_vcpu(
-    q: &mut DriverQueue<'_>,
+    mem: &GuestMemoryMmap,
+    l: Layout,
     link: &Link,
     batch: usize,
     frame_len: usize,
     frames: u64,
 ) -> Result<DriverStats, VirtioBenchError> {
+    let q = &mut DriverQueue::new(mem, l, "tx")?;
     let hdr = [0u8; HDR_LEN];
     let len = (HDR_LEN + frame_len) as u32;
     let mut st = DriverStats::default();
@@ -259,10 +272,10 @@ pub(super) fn tx_vcpu(
         progress = Instant::now();
         for _ in 0..want {
             let Some(id) = q.free.pop() else { break };
-            let buf = q.l.buf(id);
+            let buf = q.l.buf(id) as usize;
             // The header is written per frame, as a driver does; the frame is built in place.
-            q.mem.write_slice(&hdr, GuestAddress(buf))?;
-            q.mem.write_obj(st.frames.to_le(), GuestAddress(buf + (HDR_LEN + SEQ_OFF) as u64))?;
+            q.mem.write_slice(&hdr, buf)?;
+            q.mem.write_obj(st.frames.to_le(), buf + HDR_LEN + SEQ_OFF)?;
             match link.fault {
                 Some(Fault::HeadOutOfRange { at }) if at == st.frames => {
                     q.put_avail(q.l.size + 3)?;
@@ -295,20 +308,22 @@ pub(super) struct RxStats {
     pub out_of_order: u64,
 }
 
-/// VM B: posts every RX buffer, then receives until the last sequence number arrives,
+/// VM B: builds its queue's driver side, posts every RX buffer, then receives until the last sequence number arrives,
 /// checking each frame's length and sequence number, reposting buffers `batch` at a time (and
 /// all it holds before it sleeps, so the device never starves while B has buffers in hand).
 pub(super) fn rx_vcpu(
-    q: &mut DriverQueue<'_>,
+    mem: &GuestMemoryMmap,
+    l: Layout,
     link: &Link,
     batch: usize,
     frame_len: usize,
     frames: u64,
 ) -> Result<RxStats, VirtioBenchError> {
+    let q = &mut DriverQueue::new(mem, l, "rx")?;
     let buf_len = if link.fault == Some(Fault::ShortRxBuffer) { 8 } else { RX_BUF_LEN };
     let mut st = RxStats::default();
     let mut hold: Vec<u16> = Vec::with_capacity(usize::from(q.l.size));
-    hold.extend(q.free.drain(..));
+    hold.append(&mut q.free);
     repost(q, link, &mut hold, buf_len, &mut st.drv)?;
     let want_len = (HDR_LEN + frame_len) as u32;
     let (mut expect, mut progress) = (0u64, Instant::now());
@@ -328,7 +343,7 @@ pub(super) fn rx_vcpu(
             if len != want_len {
                 return Err(VirtioBenchError::BadLength { got: len, want: want_len });
             }
-            let seq_at = GuestAddress(q.l.buf(id) + (HDR_LEN + SEQ_OFF) as u64);
+            let seq_at = q.l.buf(id) as usize + HDR_LEN + SEQ_OFF;
             let seq = u64::from_le(q.mem.read_obj::<u64>(seq_at)?);
             if seq == expect {
                 st.drv.frames += 1;

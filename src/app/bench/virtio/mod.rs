@@ -2,34 +2,37 @@
 //! with split virtqueues, as vtnet/virtio-net and vhost do it, to compare ptnet against.
 //!
 //! Three threads, like a vhost worker and two vCPUs:
-//! - **VM A's driver** ([`driver::tx_vcpu`]) sends `frames` frames of `frame_len` bytes on its
+//! - **VM A's driver** (`driver::tx_vcpu`) sends `frames` frames of `frame_len` bytes on its
 //!   TX virtqueue: per batch it writes the 12-byte `virtio_net_hdr_v1` (virtio 1.2 §5.1.6) and
 //!   the frame's sequence number into a buffer prefilled with the frame, adds `batch`
 //!   single-descriptor chains, publishes avail.idx once and makes one kick decision.
-//! - **The backend** ([`device::backend`], rust-vmm `virtio-queue` 0.18 over `vm-memory`
+//! - **The backend** (`device::backend`, rust-vmm `virtio-queue` 0.18 over `vm-memory`
 //!   0.18) pops A's TX chains, reads each header, copies the frame once into a buffer VM B
 //!   posted on its RX virtqueue (writing B's header, `num_buffers` = 1), marks both used and
 //!   makes one interrupt decision per queue per batch. It **waits for RX buffers rather than
 //!   dropping**, so every frame arrives and in order.
-//! - **VM B's driver** ([`driver::rx_vcpu`]) takes used RX buffers, checks each length and
+//! - **VM B's driver** (`driver::rx_vcpu`) takes used RX buffers, checks each length and
 //!   sequence number (lost and out-of-order frames are counted and fail the run) and reposts
 //!   the buffers `batch` at a time (and all it holds before it sleeps).
 //!
 //! Settings (a fair, well-tuned baseline):
 //! - Features as negotiated: `VIRTIO_F_VERSION_1` and `VIRTIO_RING_F_EVENT_IDX`; no
 //!   checksum/GSO offloads, no mergeable RX buffers, no indirect descriptors (one descriptor
-//!   per frame, header and frame together, as Linux does for small frames under VERSION_1).
+//!   per frame, header and frame together, as Linux's virtio-net does when the header fits in
+//!   the skb's headroom).
 //! - Event-index notification suppression on both queues and both sides (§2.7.10): the
 //!   drivers kick only when avail.idx crosses avail_event, which the backend re-arms only
 //!   before it sleeps; the backend interrupts only when used.idx crosses used_event, which
 //!   B re-arms (next entry) only before it sleeps and A (when the next batch will fit) only
 //!   when its ring is full. Notifications are per batch, never per frame.
-//! - `queue_size` 256 by default, up to 4096 (a power of two; `batch` ≤ `queue_size`). A TX
-//!   batch waits until the whole batch fits, so batch = queue_size leaves no overlap between
-//!   A and the backend: use queue_size ≥ 2 × batch for large batches (1024 at batch 256/512).
+//! - `queue_size` 256 by default (Linux/QEMU's virtio-net default), up to 4096 (a power of
+//!   two; `batch` ≤ `queue_size`). A TX batch waits until the whole batch fits, so with
+//!   batch = queue_size A and the backend never overlap: a well-tuned setup uses
+//!   queue_size 1024 (QEMU's largest `tx_queue_size`/`rx_queue_size`) for batches ≥ 256,
+//!   which raised the rate at batch 256 in our runs.
 //! - Memory: one `GuestMemoryMmap` region per VM (A's holds its TX queue and buffers, B's its
 //!   RX queue and buffers); the backend maps both, as a vhost-user switch does. Rings and
-//!   buffers are laid out per [`driver::Layout`]: used ring on its own page, 2 KiB buffers.
+//!   buffers are laid out per `driver::Layout`: used ring on its own page, 2 KiB buffers.
 //! - Wake-ups: the model's [`Notifier`] for kicks (one for the backend, like one vhost worker
 //!   polling both kick eventfds) and for each VM's interrupt, so this path pays the same
 //!   hand-off costs as ptnet's model. Kicks and interrupts are counted, not paid as VM exits.
@@ -38,10 +41,21 @@
 //! device→driver notifications sent (to A and to B), **copies** = frame copies: one per frame,
 //! the backend's A→B copy. The drivers make none (A writes the header and sequence number into
 //! a prefilled buffer, as pkt-gen does; B reads the sequence number in place). This is the
-//! most generous count for virtio: vhost-net with a tap and a bridge copies twice.
+//! most generous count for virtio: vhost-net through a tap and a Linux bridge copies into a
+//! host skb and again into the receiving guest.
 //!
-//! Every wait has a timeout: a thread that makes no progress for 5 s fails the run
-//! ([`VirtioBenchError::Stalled`]), and a failing thread stops the others.
+//! Cost: the backend pays virtio-queue's and vm-memory's accessors as rust-vmm backends do
+//! (a region lookup per guest access; ~1,900 instructions per frame in the backend at batch
+//! 256, 60-byte frames, of which ~1,000 in popping the two chains and ~600 in the two
+//! `add_used`, counted with callgrind); it pops up to 64 chains per avail.idx read
+//! (`QueueOwnedT::iter`). The guests reach their own memory through one `VolatileSlice`
+//! each (~350 instructions per frame per guest), as a guest's plain loads and stores.
+//! Not modelled: VM exits, interrupt injection, an IOMMU; three threads share two cores.
+//!
+//! Every wait has a timeout and returns only on a notification: a thread that gets no
+//! wake-up and makes no progress for 5 s fails the run ([`VirtioBenchError::Stalled`]), so
+//! a lost kick or interrupt is an error rather than a slow poll, and a failing thread stops
+//! the others.
 
 mod device;
 mod driver;
@@ -99,6 +113,8 @@ pub enum VirtioBenchError {
     Queue(virtio_queue::Error),
     /// A guest memory access failed.
     Memory(vm_memory::GuestMemoryError),
+    /// A guest's access to its own memory failed.
+    Volatile(vm_memory::VolatileMemoryError),
     /// The driver made a chain head outside the descriptor table available (device side).
     BadHead {
         /// Which queue.
@@ -165,6 +181,7 @@ impl fmt::Display for VirtioBenchError {
             Self::Setup(w) => write!(f, "setup failed: {w}"),
             Self::Queue(e) => write!(f, "virtqueue: {e}"),
             Self::Memory(e) => write!(f, "guest memory: {e}"),
+            Self::Volatile(e) => write!(f, "guest memory (driver side): {e}"),
             Self::BadHead { queue, head, size } => {
                 write!(f, "{queue}: chain head {head} outside the descriptor table (size {size})")
             }
@@ -189,6 +206,7 @@ impl std::error::Error for VirtioBenchError {
         match self {
             Self::Queue(e) => Some(e),
             Self::Memory(e) => Some(e),
+            Self::Volatile(e) => Some(e),
             _ => None,
         }
     }
@@ -197,6 +215,12 @@ impl std::error::Error for VirtioBenchError {
 impl From<virtio_queue::Error> for VirtioBenchError {
     fn from(e: virtio_queue::Error) -> Self {
         Self::Queue(e)
+    }
+}
+
+impl From<vm_memory::VolatileMemoryError> for VirtioBenchError {
+    fn from(e: vm_memory::VolatileMemoryError) -> Self {
+        Self::Volatile(e)
     }
 }
 
@@ -341,9 +365,7 @@ fn run_with(
     }
     let l = driver::Layout::new(p.queue_size);
     let (mem_a, mem_b) = (vm_memory(&l)?, vm_memory(&l)?);
-    let mut txd = driver::DriverQueue::new(&mem_a, l, "tx");
-    let mut rxd = driver::DriverQueue::new(&mem_b, l, "rx");
-    driver::prefill_tx(&txd, p.frame_len)?;
+    driver::prefill_tx(&mem_a, &l, p.frame_len)?;
     let mut txq = device::DevQueue {
         q: device::queue(&mem_a, l.size, l.desc, l.avail, l.used)?,
         mem: &mem_a,
@@ -367,7 +389,7 @@ fn run_with(
         let link = &link;
         let a = s.spawn(|| {
             let _g = StopOnPanic(link);
-            guarded(link, driver::tx_vcpu(&mut txd, link, p.batch, p.frame_len, p.frames))
+            guarded(link, driver::tx_vcpu(&mem_a, l, link, p.batch, p.frame_len, p.frames))
         });
         let dev = s.spawn(|| {
             let _g = StopOnPanic(link);
@@ -375,7 +397,7 @@ fn run_with(
         });
         let b = s.spawn(|| {
             let _g = StopOnPanic(link);
-            guarded(link, driver::rx_vcpu(&mut rxd, link, p.batch, p.frame_len, p.frames))
+            guarded(link, driver::rx_vcpu(&mem_b, l, link, p.batch, p.frame_len, p.frames))
         });
         (join(a, "VM A driver"), join(dev, "backend"), join(b, "VM B driver"))
     });
@@ -411,6 +433,7 @@ fn run_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_queue::QueueT;
 
     fn params(batch: usize, frame_len: usize, frames: u64) -> VirtioParams {
         VirtioParams { batch, frame_len, frames, queue_size: 256 }
@@ -443,6 +466,40 @@ mod tests {
         assert!(per_packet(r.interrupts, &r) <= 0.1, "interrupts {r:?}");
         let r = run(&params(1, 60, 5_000)).unwrap();
         assert!(r.kicks > 0 && r.interrupts > 0, "{r:?}");
+    }
+
+    /// Both sides' event-index suppression, step by step in one thread: a kick only when
+    /// avail.idx crosses the avail_event the device re-armed, an interrupt only when used.idx
+    /// crosses the used_event the driver armed.
+    #[test]
+    fn event_index_suppresses_kicks_and_interrupts_until_rearmed() {
+        let l = driver::Layout::new(8);
+        let mem = vm_memory(&l).unwrap();
+        let mut drv = driver::DriverQueue::new(&mem, l, "tx").unwrap();
+        let mut dev = device::queue(&mem, l.size, l.desc, l.avail, l.used).unwrap();
+        let add = |drv: &mut driver::DriverQueue<'_>| {
+            let id = drv.free.pop().unwrap();
+            drv.add(id, 64, 0).unwrap();
+            drv.publish().unwrap()
+        };
+        assert!(!dev.enable_notification(&mem).unwrap()); // avail_event = 0, nothing pending
+        assert!(add(&mut drv), "first entry after re-arm kicks");
+        assert!(!add(&mut drv), "the device did not re-arm: no kick");
+        assert!(!add(&mut drv));
+        let heads: Vec<u16> =
+            std::iter::from_fn(|| dev.pop_descriptor_chain(&mem).map(|c| c.head_index())).collect();
+        assert_eq!(heads.len(), 3);
+        assert!(!dev.enable_notification(&mem).unwrap());
+        assert!(add(&mut drv), "re-armed: the next entry kicks");
+
+        assert!(!drv.arm(2).unwrap()); // interrupt once 2 more are used
+        dev.add_used(&mem, heads[0], 0).unwrap();
+        assert!(!dev.needs_notification(&mem).unwrap(), "1 used, asked for 2");
+        dev.add_used(&mem, heads[1], 0).unwrap();
+        assert!(dev.needs_notification(&mem).unwrap(), "2 used: interrupt");
+        dev.add_used(&mem, heads[2], 0).unwrap();
+        assert!(!dev.needs_notification(&mem).unwrap(), "not re-armed: no interrupt");
+        assert_eq!(drv.used_pending().unwrap(), 3);
     }
 
     #[test]
@@ -500,7 +557,9 @@ mod tests {
     #[test]
     #[ignore = "prints rates; run in release"]
     fn virtio_baseline_rate() {
-        for (batch, queue_size) in [(1, 256), (32, 256), (256, 256), (256, 1024), (512, 1024)] {
+        for (batch, queue_size) in
+            [(1, 256), (32, 256), (256, 256), (1, 1024), (32, 1024), (256, 1024), (512, 1024)]
+        {
             for frame_len in [60, 1514] {
                 let p = VirtioParams { batch, frame_len, frames: 2_000_000, queue_size };
                 let r = run(&p).unwrap();
