@@ -2,7 +2,8 @@
 //! run, interleaved; a table on stdout, `target/bench/throughput.json` (one row per scenario ×
 //! host mode × batch × frame length) and `target/bench/throughput.svg` (Mpps against batch).
 //! `BENCH_QUICK=1`: a short run (60-byte frames, batches 1 and 256). Exit status 1 if a cell
-//! failed. See BENCHMARKS.md.
+//! failed. `BENCH_REPLOT=<throughput.json>` redraws the table and plot of an earlier run. See
+//! BENCHMARKS.md.
 
 use plotters::prelude::*;
 use ptnetd::app::bench::{self, Row};
@@ -11,6 +12,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if let Some(json) = std::env::var_os("BENCH_REPLOT") {
+        return replot(Path::new(&json));
+    }
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let cells = bench::plan(quick);
     let rounds = if quick { 1 } else { bench::ROUNDS };
@@ -63,6 +67,31 @@ fn main() -> ExitCode {
         eprintln!("throughput: {failed} cell(s) failed");
         return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
+}
+
+/// `BENCH_REPLOT=<rows.json>`: the table, targets and plot of an earlier run, without running.
+fn replot(json: &Path) -> ExitCode {
+    let rows: Vec<Row> = match std::fs::read_to_string(json)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("throughput: reading {}: {e}", json.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}\n\n{}", bench::table(&rows), targets(&rows));
+    let svg = bench::out_dir().join("throughput.svg");
+    if let Err(e) = std::fs::create_dir_all(bench::out_dir())
+        .map_err(|e| e.into())
+        .and_then(|()| plot(&rows, &svg))
+    {
+        eprintln!("throughput: drawing {}: {e}", svg.display());
+        return ExitCode::FAILURE;
+    }
+    println!("throughput: wrote {}", svg.display());
     ExitCode::SUCCESS
 }
 
@@ -161,16 +190,17 @@ fn plot(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         v.dedup();
         v
     };
-    for (area, &len) in panels.iter().zip(&lens) {
+    for (panel, &len) in panels.iter().zip(&lens) {
+        // The chart on the left, its legend in a column of its own on the right.
+        let (area, legend) = panel.split_horizontally(880);
         let mut series: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
         for r in rows.iter().filter(|r| r.frame_len == len && r.mpps > 0.0) {
             series.entry(label(r)).or_default().push((r.batch, r.mpps));
         }
         let all = series.values().flatten().map(|p| p.1);
         let lo = all.clone().fold(f64::MAX, f64::min).min(1.0) / 2.0;
-        // Two decades of headroom above the highest point: the legend goes there.
-        let hi = all.fold(0.0, f64::max).max(1.0) * 100.0;
-        let mut chart = ChartBuilder::on(area)
+        let hi = all.fold(0.0, f64::max).max(1.0) * 2.0;
+        let mut chart = ChartBuilder::on(&area)
             .caption(format!("Mpps against batch, {len}-byte frames"), ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(45)
@@ -181,24 +211,16 @@ fn plot(rows: &[Row], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             .x_desc("batch (frames per sync)")
             .y_desc("Mpps (received)")
             .draw()?;
-        for (name, mut pts) in series {
+        for (k, (name, mut pts)) in series.into_iter().enumerate() {
             pts.sort_by_key(|p| p.0);
             let i = names.iter().position(|n| *n == name).unwrap_or(0);
             let color = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            let y = 60 + 20 * k as i32;
+            legend.draw(&PathElement::new(vec![(4, y), (28, y)], color.stroke_width(3)))?;
+            legend.draw(&Text::new(name, (34, y - 7), ("sans-serif", 14)))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
     }
     root.present()?;
     Ok(())
