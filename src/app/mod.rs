@@ -12,6 +12,7 @@
 //! | `demo` | (host) the main job: verified VM-to-VM traffic through the driver's copy path |
 //! | `system` | (host) the whole system being built as the next main job: two VMs with ptnetd's schemes, TCP over `network`, pkt-gen over `netmap`, a mode switch |
 //! | [`pktgen`] | the pkt-gen-like generator/sink/pinger on the zero-copy scheme (`ptnet-pktgen`) |
+//! | `bench` | (host) the throughput benchmark's scenarios, rows and plan (`cargo bench --bench throughput`, `ptnet-bench`; BENCHMARKS.md) |
 
 #[cfg(not(target_os = "redox"))]
 pub mod bench;
