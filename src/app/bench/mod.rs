@@ -8,7 +8,7 @@
 //!
 //! | scenario | path |
 //! |---|---|
-//! | `spsc-ceiling` | two threads, a batched SPSC ring of 64-byte items ([`spsc`]) |
+//! | `spsc-ceiling` | two threads, a batched SPSC ring of 64-byte items (`spsc.rs`) |
 //! | `zc-tx` | zero-copy client → `netmap` scheme → ptnetd → host loop → sink port |
 //! | `zc-rx` | source port → host loop → ptnetd → zero-copy client |
 //! | `zc-pipe` | VM A zero-copy sender → netmap pipe (buffer swap) → VM B zero-copy receiver |
