@@ -17,7 +17,10 @@ def load(f, incl):
             name=m.group(2)
             name=re.sub(r" \[.*\]$","",name)
             name=re.sub(r"^.*?:(?=[A-Za-z_<])","",name,count=1) if ":" in name else name
-            d[name]=d.get(name,0)+int(m.group(1).replace(",",""))
+            v=int(m.group(1).replace(",",""))
+            # A function appears once per source file its code came from: exclusive costs add
+            # up, an inclusive cost is the same total listed again.
+            d[name]=max(d.get(name,0),v) if incl else d.get(name,0)+v
     return d
 a,b,n,incl,top=sys.argv[1],sys.argv[2],int(sys.argv[3]),sys.argv[4]=="1",int(sys.argv[5])
 da,db=load(a,incl),load(b,incl)
