@@ -14,7 +14,10 @@
 //! | `demo` | (host) `ptnetd --driver-demo`: verified VM-to-VM traffic through the driver's copy path, no schemes |
 //! | [`pktgen`] | the pkt-gen-like generator/sink/pinger on the zero-copy scheme (`ptnet-pktgen`) |
 //! | [`smolpeer`] | one end of a TCP transfer on its own smoltcp stack over either scheme (`ptnet-smol`) |
+//! | `bench` | (host) the throughput benchmark's scenarios, rows and plan (`cargo bench --bench throughput`, `ptnet-bench`; BENCHMARKS.md) |
 
+#[cfg(not(target_os = "redox"))]
+pub mod bench;
 pub mod cli;
 #[cfg(target_os = "redox")]
 pub mod daemon;

@@ -112,6 +112,11 @@ impl<'a, O: Os> NetworkDevice<'a, O> {
     pub fn stats(&self) -> &DeviceStats {
         &self.stats
     }
+
+    /// The data handle (to wait for readiness between polls).
+    pub fn fd(&self) -> &Fd<'a, O> {
+        &self.fd
+    }
 }
 
 /// Sends through the `network` handle.
