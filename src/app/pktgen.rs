@@ -221,6 +221,30 @@ fn validate(cfg: &PktgenConfig) -> Result<(), PktgenError> {
     Ok(())
 }
 
+/// Longest a sender waits for the host to take its last frames.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// TX ring `k`'s slots the host has not taken yet.
+fn tx_pending<O: Os>(port: &NetmapPort<'_, O>, k: u32) -> Result<u32, PktgenError> {
+    let tx = port.tx_ring(k)?;
+    Ok(tx.num_slots() - 1 - tx.space())
+}
+
+/// Syncs TX ring `k` until the host has taken every frame or `until` passes.
+fn drain_tx<O: Os>(
+    port: &mut NetmapPort<'_, O>,
+    k: u32,
+    until: Instant,
+) -> Result<(), PktgenError> {
+    loop {
+        port.txsync()?;
+        if tx_pending(port, k)? == 0 || Instant::now() >= until {
+            return Ok(());
+        }
+        port.wait(EventFlags::EVENT_WRITE, Duration::from_millis(10))?;
+    }
+}
+
 /// Runs `cfg` on a bound port (its first bound TX/RX rings); `mac` is the source address;
 /// `progress` gets the per-second lines.
 pub fn run<O: Os>(
@@ -328,6 +352,11 @@ pub fn run<O: Os>(
             ));
             last_line = (Instant::now(), rep.sent, rep.received);
         }
+    }
+    if sends {
+        // As netmap's pkt-gen: before stopping, sync until the host has taken every frame
+        // (a peer that was full may still hold some back), within the run's time.
+        drain_tx(port, txr, end.min(Instant::now() + DRAIN_LIMIT))?;
     }
     rep.secs = t0.elapsed().as_secs_f64();
     let expected = if sends { rep.sent } else { seen.highest.map_or(0, |h| h + 1) };
