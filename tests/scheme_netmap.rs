@@ -436,3 +436,30 @@ fn mode_switches_under_traffic_lose_and_repeat_nothing() {
     });
     assert_eq!(b.k.snapshot().scheme.bad_syncs, 0);
 }
+
+/// The client library checks every buffer access against the pool and the mapping: indices 0
+/// and 1 (reserved), `buf_num` and beyond, and lengths over `buf_size` are `BadBuffer`, never
+/// an access outside a buffer; a valid buffer reads back what was written.
+#[test]
+fn client_buffer_access_is_bounded() {
+    let (a, _b) = pair(1, 64, 2048);
+    let oa = os(&a);
+    let p = port(&oa, "0");
+    let (num, bs) = (p.info().buf_num, p.info().buf_size as usize);
+    let tx = p.tx_ring(0).unwrap();
+    let ok = tx.slot(tx.head()).unwrap().buf_idx;
+    tx.write_buf(ok, 0, &[0xa5; 60]).unwrap();
+    let mut back = [0u8; 60];
+    tx.read_buf(ok, 0, &mut back).unwrap();
+    assert_eq!(back, [0xa5; 60]);
+    tx.write_buf(ok, bs - 4, &[1, 2, 3, 4]).unwrap();
+    let bad = |r: Result<(), ClientError>| matches!(r, Err(ClientError::BadBuffer { .. }));
+    for idx in [0, 1, num, num + 1, u32::MAX] {
+        assert!(bad(tx.write_buf(idx, 0, &[0; 60])), "buffer {idx}");
+        assert!(bad(tx.read_buf(idx, 0, &mut back)), "buffer {idx}");
+    }
+    assert!(bad(tx.write_buf(ok, 0, &vec![0; bs + 1])), "longer than a buffer");
+    assert!(bad(tx.write_buf(ok, bs - 3, &[1, 2, 3, 4])), "across the buffer's end");
+    assert!(bad(tx.read_buf(ok, usize::MAX, &mut back)), "offset overflow");
+    assert!(bad(tx.read_buf(num - 1, bs, &mut [0u8; 1])), "past the last buffer");
+}

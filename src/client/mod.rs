@@ -180,6 +180,10 @@ pub struct NetmapPort<'a, O: Os> {
     tx: Vec<RingView>,
     rx: Vec<RingView>,
     subscribed: EventFlags,
+    /// Offset in the region of buffer 0 (NETMAP_BUF's ring address + `buf_ofs`, §7.1), read
+    /// once from the first bound ring and checked at open; `None` if no ring is bound or the
+    /// host's `buf_ofs` points outside the mapping.
+    pool: Option<usize>,
 }
 
 impl<O: Os> fmt::Debug for NetmapPort<'_, O> {
@@ -235,13 +239,18 @@ impl<'a, O: Os> NetmapPort<'a, O> {
             let r = region.sub(at, region.len().saturating_sub(at))?;
             Ok(RingView::with_slots(&r, n)?)
         };
-        let tx = (info.first_tx..info.last_tx)
+        let tx: Vec<RingView> = (info.first_tx..info.last_tx)
             .map(|k| ring(tx_ring_ofs_index(k), info.tx_slots))
             .collect::<Result<_, _>>()?;
-        let rx = (info.first_rx..info.last_rx)
+        let rx: Vec<RingView> = (info.first_rx..info.last_rx)
             .map(|k| ring(rx_ring_ofs_index(&counts, k), info.rx_slots))
             .collect::<Result<_, _>>()?;
-        Ok(Self { fd, info, region, tx, rx, subscribed: EventFlags::empty() })
+        let pool = tx.first().or(rx.first()).and_then(|r: &RingView| {
+            let ring_at = (r.region().addr() - region.addr()) as i64;
+            let base = ring_at.checked_add(r.buf_ofs()).filter(|&o| o >= 0)? as usize;
+            (base <= region.len()).then_some(base)
+        });
+        Ok(Self { fd, info, region, tx, rx, subscribed: EventFlags::empty(), pool })
     }
 
     /// The geometry.
@@ -291,19 +300,18 @@ impl<'a, O: Os> NetmapPort<'a, O> {
     }
 
     fn buf_off(&self, buf_idx: u32, len: usize) -> Result<usize, ClientError> {
-        let bad = ClientError::BadBuffer { buf_idx, len };
-        let ring0 = self.tx.first().or(self.rx.first()).ok_or(ClientError::NoRing(0))?;
+        let bad = || ClientError::BadBuffer { buf_idx, len };
+        let pool = self.pool.ok_or(ClientError::NoRing(0))?;
         let bs = self.info.buf_size as usize;
-        if !(2..self.info.buf_num).contains(&buf_idx) || len > bs {
-            return Err(bad);
+        if buf_idx < 2 || buf_idx >= self.info.buf_num || len > bs {
+            return Err(bad());
         }
-        // NETMAP_BUF: ring address + buf_ofs + idx × buf_size (§7.1), checked against the mapping.
-        let ring_at = ring0.region().addr() - self.region.addr();
-        let off =
-            (ring_at as i64).checked_add(ring0.buf_ofs()).filter(|&o| o >= 0).ok_or(bad.clone())?;
-        let off = (off as usize).checked_add(buf_idx as usize * bs).ok_or(bad.clone())?;
-        off.checked_add(len).filter(|&e| e <= self.region.len()).ok_or(bad)?;
-        Ok(off)
+        // NETMAP_BUF: pool + idx × buf_size (§7.1), checked against the mapping.
+        let off = pool.checked_add(buf_idx as usize * bs).ok_or_else(bad)?;
+        match off.checked_add(len) {
+            Some(end) if end <= self.region.len() => Ok(off),
+            _ => Err(bad()),
+        }
     }
 }
 
