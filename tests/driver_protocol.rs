@@ -105,26 +105,43 @@ fn bring_up_and_teardown_order() {
 #[test]
 fn netmap_mode_syncs_and_user_validation() {
     let (pa, pb) = pipe(64);
-    let mut a = nic(&pa, DriverConfig::default(), false);
+    let a = nic(&pa, DriverConfig::default(), false);
     let mut b = nic(&pb, DriverConfig::default(), false);
     let info = a.drv.info().clone();
-    let buf_off = |idx: u32| (info.buf_pool_ofs + idx as u64 * info.buf_size as u64) as usize;
+    let buf_off = move |idx: u32| (info.buf_pool_ofs + idx as u64 * info.buf_size as u64) as usize;
     let total = 500u32;
-    let (mut sent, mut recvd) = (0u32, 0u32);
-    let t0 = Instant::now();
-    while recvd < total {
-        // TX: fill free slots [head, tail) of ring 0.
-        let r = a.drv.ring(0).unwrap();
-        let (mut head, tail, n) = (r.k.rhead, r.k.rtail, r.num_slots());
-        let view = r.view.clone();
-        while head != tail && sent < total {
-            let s = view.slot(head);
-            a.drv.region().write_bytes(buf_off(s.buf_idx), &sent.to_be_bytes()).unwrap();
-            view.set_slot(head, Slot { buf_idx: s.buf_idx, len: 60, flags: 0 });
-            head = ring::next(head, n);
-            sent += 1;
+    // Each side waits on its own interrupts, as two guests do: a single thread that slept on
+    // B's interrupts alone stalled ~5 runs in 100 under load, when A's ring was full at its sync
+    // and the completion that freed it (A's TX interrupt) came after every frame had arrived.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sender = std::thread::spawn(move || {
+        let mut a = a;
+        let mut sent = 0u32;
+        while sent < total {
+            // TX: fill free slots [head, tail) of ring 0.
+            let r = a.drv.ring(0).unwrap();
+            let (mut head, tail, n) = (r.k.rhead, r.k.rtail, r.num_slots());
+            let view = r.view.clone();
+            while head != tail && sent < total {
+                let s = view.slot(head);
+                a.drv.region().write_bytes(buf_off(s.buf_idx), &sent.to_be_bytes()).unwrap();
+                view.set_slot(head, Slot { buf_idx: s.buf_idx, len: 60, flags: 0 });
+                head = ring::next(head, n);
+                sent += 1;
+            }
+            a.drv.txsync(0, head, head, 0).unwrap();
+            let k = a.drv.ring(0).unwrap().k;
+            if sent < total && k.rtail == k.rhead {
+                // Still full after the sync (which armed the ring): wait for the completion.
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "sender stalled at {sent}");
+                a.drv.wait_work(&a.plat, left);
+            }
         }
-        a.drv.txsync(0, head, head, 0).unwrap();
+        a
+    });
+    let mut recvd = 0u32;
+    while recvd < total {
         // RX: consume [head, tail) of ring 1.
         let r = b.drv.ring(1).unwrap();
         let (mut h, t, n) = (r.k.rhead, r.k.rtail, r.num_slots());
@@ -141,10 +158,12 @@ fn netmap_mode_syncs_and_user_validation() {
         b.drv.rxsync(1, h, h, 0).unwrap();
         if recvd < total && b.drv.ring(1).unwrap().k.rtail == h {
             // Nothing new after the sync (which re-armed the ring): wait for the interrupt.
-            b.drv.wait_work(&b.plat, Duration::from_secs(10).saturating_sub(t0.elapsed()));
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "receiver stalled at {recvd}");
+            b.drv.wait_work(&b.plat, left);
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "stalled at {recvd}");
     }
+    let mut a = sender.join().unwrap();
     assert!(b.drv.stats(1).unwrap().syncs > 0);
     // User errors: head beyond tail, cur before head, wrong direction, no such ring.
     let r = a.drv.ring(0).unwrap();

@@ -201,6 +201,17 @@ impl<P: Platform> Ptnet<P> {
         let mut c = self.copy_state(i)?;
         let r = self.ring_mut(i)?;
         if c.unpublished == 0 && c.head == r.k.rhead {
+            // Nothing new. §8.2 step 5: a TX sync still kicks while the host has not consumed
+            // everything published (`rhead != hwcur`) and asks for kicks. With direct TX
+            // (`klooptx=off`) a host that held frames back (its peer was full) processes them
+            // only at a kick; its completion raises our TX interrupt but nothing else, so without
+            // this kick the last frames of a stream would wait forever.
+            let pending = r.tx && r.ktoa.appl_read().0 != r.k.rhead;
+            if pending && fence_then_read_flag(|| r.ktoa.kern_need_kick()) != 0 {
+                r.atok.set_sync_flags(flags);
+                r.stats.kicks += 1;
+                self.kick(i);
+            }
             return Ok(());
         }
         r.k.rhead = c.head;
