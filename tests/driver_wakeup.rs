@@ -310,3 +310,56 @@ fn direct_tx_frames_held_back_by_a_full_peer_are_sent_after_its_release() {
         }
     }
 }
+
+/// Direct RX (`klooprx=off`, §8.6): the host moves frames into a guest RX ring only inside a
+/// kick; what arrives from the peer raises the RX interrupt and nothing else. So an RX sync that
+/// would block must kick when the host asks (§8.3 step 5: wouldblock and `kern_need_kick`), and
+/// look once more, since the kick ran the host in place. Without that kick the copy path
+/// receives nothing at all (the bench's stack rows in direct mode stalled at frame 0).
+#[test]
+fn direct_rx_copy_path_kicks_when_it_would_block() {
+    const N: u64 = 2000;
+    let (pa, pb) = pipe(1, 64);
+    let a = nic(&pa, strict(false));
+    let vm = Vm::new(64).unwrap();
+    let nd = Netdev { kloop_rx: false, ..Netdev::passthrough(pb.clone()) };
+    let dev = vm.add_ptnet(nd, PtnetConfig::default()).unwrap();
+    let (plat, drv) = attach(&vm, &dev, strict(false)).unwrap();
+    let mut b = Nic { vm, plat, drv, dev, port: pb.clone() };
+    let deadline = Instant::now() + T;
+    let sender = std::thread::spawn(move || {
+        let mut a = a;
+        let mut k = 0u64;
+        while k < N {
+            match a.drv.send(0, &frame(k, 60), None) {
+                Ok(()) => k += 1,
+                Err(CopyError::Full) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    assert!(!left.is_zero(), "sender stalled at frame {k}");
+                    a.drv.wait_work(&a.plat, left);
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        a.drv.flush_tx(0).unwrap();
+        a
+    });
+    let mut buf = vec![0u8; 2048];
+    let mut got = 0u64;
+    while got < N {
+        match b.drv.recv(1, &mut buf).unwrap() {
+            Some(r) => {
+                assert_eq!(&buf[..r.len], &frame(got, 60)[..], "frame {got}");
+                got += 1;
+            }
+            None => {
+                assert_armed(&b.drv, 1, "recv → None");
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "direct RX: receiver stalled at frame {got}");
+                b.drv.wait_work(&b.plat, left);
+            }
+        }
+    }
+    sender.join().unwrap();
+    assert!(b.drv.stats(1).unwrap().kicks > 0, "the receiver kicked its host");
+}

@@ -191,13 +191,15 @@ impl<P: Platform> Ptnet<P> {
     /// End of a TX burst (§8.5 TX 4): publish head/cur, kick with `NAF_FORCE_RECLAIM` if the
     /// host asks for kicks.
     pub fn flush_tx(&mut self, i: u32) -> Result<(), DriverError> {
-        self.publish(i, NAF_FORCE_RECLAIM)
+        self.publish(i, NAF_FORCE_RECLAIM, false).map(|_| ())
     }
 
     /// The "ring update" of both directions: if our private head moved past what the host saw,
     /// set head = cur = it (shared ring, rhead/rcur), publish cur then head (§5.4 rule 1), and
-    /// kick with `flags` if `kern_need_kick` reads 1 after the E7 fence.
-    fn publish(&mut self, i: u32, flags: u32) -> Result<(), DriverError> {
+    /// kick with `flags` if `kern_need_kick` reads 1 after the E7 fence. With nothing new it
+    /// still kicks (if asked) when the caller would block (`wouldblock`, RX: §8.3 step 5) or,
+    /// on TX, while the host has not consumed everything (§8.2 step 5). `true` if it kicked.
+    fn publish(&mut self, i: u32, flags: u32, wouldblock: bool) -> Result<bool, DriverError> {
         let mut c = self.copy_state(i)?;
         let r = self.ring_mut(i)?;
         if c.unpublished == 0 && c.head == r.k.rhead {
@@ -206,13 +208,14 @@ impl<P: Platform> Ptnet<P> {
             // (`klooptx=off`) a host that held frames back (its peer was full) processes them
             // only at a kick; its completion raises our TX interrupt but nothing else, so without
             // this kick the last frames of a stream would wait forever.
-            let pending = r.tx && r.ktoa.appl_read().0 != r.k.rhead;
+            let pending = wouldblock || r.tx && r.ktoa.appl_read().0 != r.k.rhead;
             if pending && fence_then_read_flag(|| r.ktoa.kern_need_kick()) != 0 {
                 r.atok.set_sync_flags(flags);
                 r.stats.kicks += 1;
                 self.kick(i);
+                return Ok(true);
             }
-            return Ok(());
+            return Ok(false);
         }
         r.k.rhead = c.head;
         r.k.rcur = c.head;
@@ -229,7 +232,7 @@ impl<P: Platform> Ptnet<P> {
         if kick {
             self.kick(i);
         }
-        Ok(())
+        Ok(kick)
     }
 
     /// The copy path's private head of ring `i`: the next slot it fills (TX) or reads (RX).
@@ -276,23 +279,34 @@ impl<P: Platform> Ptnet<P> {
         let n = r.num_slots();
         // Find a complete chain in [head, rtail): as last seen, after a tail sync, and after
         // re-arming (E5: an incomplete chain counts as nothing). Only the last step may answer
-        // "nothing", and then the ring is armed and what we consumed is released.
+        // "nothing", and then the ring is armed and what we consumed is released, with a kick
+        // if the host asks for one (§8.3 step 5, wouldblock). In direct mode (`klooprx=off`)
+        // that kick is what runs the host's RX processing, in place: what it published is
+        // looked for once more before answering "nothing".
         let mut chain = [Slot::default(); NETMAP_MAX_FRAGS];
-        let mut slots = Self::chain_len(r, c.head, &mut chain);
-        if slots.is_none() {
-            let _ = r.sync_tail();
-            slots = Self::chain_len(r, c.head, &mut chain);
-        }
-        if slots.is_none() {
-            r.rearm_sync_tail(|r| {
+        let mut kicked = false;
+        let slots = loop {
+            let r = self.ring_mut(i)?;
+            let mut slots = Self::chain_len(r, c.head, &mut chain);
+            if slots.is_none() {
+                let _ = r.sync_tail();
                 slots = Self::chain_len(r, c.head, &mut chain);
-                slots.is_some()
-            });
-        }
-        let Some(slots) = slots else {
+            }
+            if slots.is_none() {
+                r.rearm_sync_tail(|r| {
+                    slots = Self::chain_len(r, c.head, &mut chain);
+                    slots.is_some()
+                });
+            }
+            if let Some(s) = slots {
+                break s;
+            }
             self.copy[i as usize] = c;
-            self.flush_rx(i)?; // release what we consumed before sleeping
-            return Ok(None);
+            if kicked || !self.publish(i, NAF_FORCE_READ, true)? {
+                return Ok(None); // armed, consumed slots released: the host interrupts
+            }
+            kicked = true;
+            c = self.copy_state(i)?;
         };
         c.head = ring::add(c.head, slots, n);
         c.unpublished += 1;
@@ -384,7 +398,7 @@ impl<P: Platform> Ptnet<P> {
     /// End of an RX burst (§8.5 RX 3): release consumed slots (head = cur = our head, rule 1)
     /// and kick with `NAF_FORCE_READ` if the host asks for kicks.
     pub fn flush_rx(&mut self, i: u32) -> Result<(), DriverError> {
-        self.publish(i, NAF_FORCE_READ)
+        self.publish(i, NAF_FORCE_READ, false).map(|_| ())
     }
 }
 

@@ -369,11 +369,16 @@ pub fn plan(quick: bool) -> Vec<Cell> {
             }
             // The stack: the frame-per-call device has no batch (one at 1); the batched
             // device at the batches an application flushes after.
-            if batch == 1 {
-                add(Scenario::StackNetwork, HostMode::Kloop);
-            }
-            if [1, 32, 256].contains(&batch) {
-                add(Scenario::StackNetmap, HostMode::Kloop);
+            for mode in [HostMode::Kloop, HostMode::Direct] {
+                if quick && mode == HostMode::Direct {
+                    continue;
+                }
+                if batch == 1 {
+                    add(Scenario::StackNetwork, mode);
+                }
+                if [1, 32, 256].contains(&batch) {
+                    add(Scenario::StackNetmap, mode);
+                }
             }
             add(Scenario::VirtioBaseline, HostMode::None);
         }
@@ -635,7 +640,9 @@ mod tests {
             tiny(Scenario::ZcSwitch, HostMode::Kloop, 32, 3000),
             tiny(Scenario::ZcSwitch, HostMode::Direct, 32, 3000),
             tiny(Scenario::StackNetwork, HostMode::Kloop, 1, 1000),
+            tiny(Scenario::StackNetwork, HostMode::Direct, 1, 1000),
             tiny(Scenario::StackNetmap, HostMode::Kloop, 32, 3000),
+            tiny(Scenario::StackNetmap, HostMode::Direct, 32, 3000),
             tiny(Scenario::VirtioBaseline, HostMode::None, 32, 3000),
         ];
         for c in cells {
