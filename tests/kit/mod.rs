@@ -113,8 +113,9 @@ pub fn frame(seq: u64, len: usize) -> Vec<u8> {
 }
 
 /// Moves `frames` from TX ring `tx` of `a` to RX ring `rx` of `b` with at most `window` in
-/// flight, sending `batch` frames per flush. When nothing arrives it waits for `b`'s
-/// interrupts (until the deadline): with [`strict`] drivers a lost wake-up fails here.
+/// flight, sending `batch` frames per flush. When nothing arrives it waits for `a`'s
+/// interrupts if `a`'s ring was full and nothing could be sent, else for `b`'s (until the
+/// deadline): with [`strict`] drivers a lost wake-up fails here.
 pub fn transfer(
     a: &mut Nic,
     tx: u32,
@@ -130,13 +131,17 @@ pub fn transfer(
     let t0 = Instant::now();
     while got.len() < frames.len() {
         let mut n = 0;
+        let mut full = false;
         while i < frames.len() && i < got.len().saturating_add(window) && n < batch {
             match a.drv.send(tx, &frames[i], None) {
                 Ok(()) => {
                     i += 1;
                     n += 1;
                 }
-                Err(CopyError::Full) => break,
+                Err(CopyError::Full) => {
+                    full = true;
+                    break;
+                }
                 Err(e) => panic!("send: {e}"),
             }
         }
@@ -165,8 +170,17 @@ pub fn transfer(
                 }
             }
             assert!(t0.elapsed() < T, "stalled: {} of {}", got.len(), frames.len());
-            b.drv.wait_work(&b.plat, T.saturating_sub(t0.elapsed()));
-            a.drv.take_interrupts(false);
+            let left = T.saturating_sub(t0.elapsed());
+            if full && n == 0 {
+                // A's ring is full and B has nothing: what unblocks is A's host taking its
+                // frames, which raises A's TX interrupt (B's may never come: everything
+                // delivered may already be read, and A's view of its ring is stale).
+                a.drv.wait_work(&a.plat, left);
+                b.drv.take_interrupts(false);
+            } else {
+                b.drv.wait_work(&b.plat, left);
+                a.drv.take_interrupts(false);
+            }
         }
     }
     got
