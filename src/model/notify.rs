@@ -10,7 +10,9 @@
 //! * `wait` first yields the core a bounded number of times ([`YIELDS`]), re-reading the
 //!   generation after each, then parks on the condvar. The park re-checks the generation under
 //!   the mutex after announcing itself, so a notify between the yields and the park is not lost
-//!   (the Dekker pair below).
+//!   (the Dekker pair below). A yield that took long ([`SLOW_YIELD`]: the cores are
+//!   oversubscribed) stops the yielding for a while ([`YIELD_BACKOFF`]): a yielding waiter is
+//!   runnable, so nothing wakes it, and behind CPU hogs each hand-off then costs their slices.
 //!
 //! Why no lost wake-up: the waiter does `sleepers += 1` then loads `gen`; the notifier does
 //! `gen += 1` then loads `sleepers`, all four `SeqCst`. In the single total order one of the two
@@ -38,13 +40,42 @@ use std::time::{Duration, Instant};
 /// futex call and no wake-up).
 pub const YIELDS: u32 = 2;
 
+/// A `yield_now` that took longer than this gave the core to another thread for (part of) a
+/// time slice: more threads are runnable than there are cores (a hand-off to the thread we wait
+/// for costs a few microseconds). Far below the scheduler's slice (0.75-3 ms), far above a
+/// hand-off.
+pub const SLOW_YIELD: Duration = Duration::from_micros(200);
+
+/// After a slow yield, waits park at once for this long. A yielding waiter stays runnable, so
+/// its `notify` wakes nobody: the scheduler runs it again only after the CPU hogs ahead of it
+/// used their slices, and every hand-off then costs milliseconds (the copy path moved ~250
+/// frames/s with three `yes` loops on this 2-core box, and `notification_economy` hit its 20 s
+/// deadline in 4 of 7 runs). A parked waiter is woken by a futex and preempts the hogs.
+pub const YIELD_BACKOFF: Duration = Duration::from_millis(100);
+
 /// An eventfd-like notifier.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Notifier {
     gen: AtomicU64,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+    /// Nanoseconds since `epoch` before which waits do not yield (0: yield).
+    no_yield_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self {
+            gen: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            no_yield_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Notifier {
@@ -76,14 +107,35 @@ impl Notifier {
         if g != seen || timeout.is_zero() {
             return g;
         }
-        for _ in 0..YIELDS {
-            std::thread::yield_now();
-            let g = self.gen.load(Ordering::Acquire);
-            if g != seen {
-                return g;
+        if self.may_yield() {
+            for _ in 0..YIELDS {
+                let t = Instant::now();
+                std::thread::yield_now();
+                let slow = t.elapsed() > SLOW_YIELD;
+                let g = self.gen.load(Ordering::Acquire);
+                if slow {
+                    self.yields_off_for(YIELD_BACKOFF);
+                }
+                if g != seen {
+                    return g;
+                }
+                if slow {
+                    break;
+                }
             }
         }
         self.park(seen, timeout)
+    }
+
+    /// `false` while a recent yield was slow (the core is contended, see [`SLOW_YIELD`]).
+    fn may_yield(&self) -> bool {
+        let until = self.no_yield_until.load(Ordering::Relaxed);
+        until == 0 || self.epoch.elapsed().as_nanos() >= u128::from(until)
+    }
+
+    fn yields_off_for(&self, d: Duration) {
+        let until = (self.epoch.elapsed() + d).as_nanos();
+        self.no_yield_until.store(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn park(&self, seen: u64, timeout: Duration) -> u64 {
@@ -197,6 +249,59 @@ mod tests {
         }
         assert_eq!(h.join().unwrap(), ROUNDS);
         assert!(!failed.load(Ordering::SeqCst));
+    }
+
+    /// Ping-pong while spinning threads keep every core busy (more runnable threads than
+    /// cores, as with `yes` loops beside the test suite). A waiter that only yields stays
+    /// runnable, so a notify wakes nobody and each hand-off waits for the hogs' time slices:
+    /// without the slow-yield back-off ~3,400 of the 5,000 round trips were done at the 10 s
+    /// deadline here (~3 ms each); with it all 5,000 took 0.10-0.16 s, as parked waiters are
+    /// woken by the futex and preempt the hogs.
+    #[test]
+    fn hand_offs_stay_prompt_while_hogs_hold_every_core() {
+        const ROUNDS: u64 = 5_000;
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hogs: Vec<_> = (0..cores + 1)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let ping = Arc::new(Notifier::new());
+        let pong = Arc::new(Notifier::new());
+        let (pi, po) = (ping.clone(), pong.clone());
+        let h = std::thread::spawn(move || {
+            let mut seen = 0;
+            for _ in 0..ROUNDS {
+                seen = pi.wait(seen, Duration::from_secs(10));
+                po.notify();
+            }
+        });
+        let t0 = Instant::now();
+        let mut seen = 0;
+        let mut done = 0;
+        while done < ROUNDS && t0.elapsed() < Duration::from_secs(10) {
+            ping.notify();
+            seen = pong.wait(seen, Duration::from_secs(10));
+            done += 1;
+        }
+        let took = t0.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            h.join().unwrap();
+        }
+        while done < ROUNDS {
+            ping.notify();
+            seen = pong.wait(seen, Duration::from_secs(10));
+            done += 1;
+        }
+        h.join().unwrap();
+        assert!(took < Duration::from_secs(10), "{ROUNDS} round trips not done in {took:?}");
     }
 
     /// Many producers notify while many consumers wait for "their" count of events, checked

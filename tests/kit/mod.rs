@@ -129,7 +129,9 @@ pub fn transfer(
     let mut i = 0;
     let mut buf = vec![0u8; 65536];
     let t0 = Instant::now();
+    let (mut progress, mut rounds) = (t0, 0u64);
     while got.len() < frames.len() {
+        rounds += 1;
         let mut n = 0;
         let mut full = false;
         while i < frames.len() && i < got.len().saturating_add(window) && n < batch {
@@ -150,6 +152,7 @@ pub fn transfer(
         while let Some(r) = b.drv.recv(rx, &mut buf).unwrap() {
             got.push(buf[..r.len].to_vec());
             any = true;
+            progress = Instant::now();
         }
         b.drv.flush_rx(rx).unwrap();
         if !any {
@@ -169,7 +172,13 @@ pub fn transfer(
                     );
                 }
             }
-            assert!(t0.elapsed() < T, "stalled: {} of {}", got.len(), frames.len());
+            assert!(
+                t0.elapsed() < T,
+                "stalled: {} of {} ({i} sent, {rounds} rounds, last frame received {:?} ago)",
+                got.len(),
+                frames.len(),
+                progress.elapsed()
+            );
             let left = T.saturating_sub(t0.elapsed());
             if full && n == 0 {
                 // A's ring is full and B has nothing: what unblocks is A's host taking its
