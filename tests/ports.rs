@@ -190,3 +190,47 @@ fn four_rings_through_a_pipe() {
         assert_eq!(db.counters(4 + ring).unwrap().bytes, 100 * (100 + ring as u64));
     }
 }
+
+/// The host's walk of a TX ring (`NmPort::for_each_tx_frame`): chains of up to
+/// `NETMAP_MAX_FRAGS` slots reach the backend with their slot list; a longer chain and a slot
+/// naming no buffer are consumed and counted as errors, never handed on; the port's counters
+/// add up to what was walked.
+#[test]
+fn tx_walk_passes_chains_and_drops_overlong_and_bad_ones() {
+    use ptnetd::abi::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
+    use ptnetd::nm::Slot;
+    let mem = Arc::new(NetmapMemory::new(3, MemConfig::for_ports(1, 2, 256, 64)).unwrap());
+    let port = NmPort::new(mem, &PortSpec::new("walk", 1, 256)).unwrap();
+    let mut hr = port.tx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let mut at = hr.kring.hwcur;
+    let mut chain = |hr: &mut ptnetd::model::port::HostRing, slots: usize, buf: u32| {
+        for k in 0..slots {
+            let more = if k + 1 < slots { NS_MOREFRAG } else { 0 };
+            let idx = hr.view.slot(at).buf_idx;
+            hr.view.set_slot(
+                at,
+                Slot { buf_idx: if buf == 0 { 0 } else { idx }, len: 1, flags: more },
+            );
+            at = (at + 1) % n;
+        }
+    };
+    chain(&mut hr, NETMAP_MAX_FRAGS, 1); // the longest allowed: passed on
+    chain(&mut hr, NETMAP_MAX_FRAGS + 1, 1); // too long: dropped
+    chain(&mut hr, 1, 0); // buffer 0: dropped
+    chain(&mut hr, 3, 1); // passed on
+    hr.kring.rhead = at;
+    let mut seen = Vec::new();
+    let walked = port.for_each_tx_frame(&mut hr, |f, slots| {
+        seen.push((f.len(), slots.len(), slots[0]));
+        true
+    });
+    assert_eq!(walked, 2);
+    let first = (NETMAP_MAX_FRAGS, NETMAP_MAX_FRAGS, 0);
+    let last = (3, 3, (2 * NETMAP_MAX_FRAGS as u32 + 2) % n);
+    assert_eq!(seen, [first, last]);
+    assert_eq!(hr.kring.hwcur, at, "every slot consumed");
+    assert_eq!(port.stats.tx_errors.load(Ordering::Relaxed), 2);
+    assert_eq!(port.stats.tx_frames.load(Ordering::Relaxed), 2);
+    assert_eq!(port.stats.tx_bytes.load(Ordering::Relaxed), (NETMAP_MAX_FRAGS + 3) as u64);
+}

@@ -540,11 +540,13 @@ impl NmPort {
         let n = hr.kring.num_slots;
         let region = self.mem.region().clone();
         let mut frags = std::mem::take(&mut hr.frags);
-        let mut slots: Vec<u32> = Vec::new();
-        let mut sent = 0;
+        // A chain's slot indices, on the stack (a frame has at most NETMAP_MAX_FRAGS slots).
+        let mut slots = [0u32; NETMAP_MAX_FRAGS];
+        // The port's counters are shared: added to once per call, not per frame.
+        let (mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64);
         'frames: while hr.kring.hwcur != hr.kring.rhead {
             frags.clear();
-            slots.clear();
+            let mut k = 0usize;
             let mut i = hr.kring.hwcur;
             let mut bad = false;
             loop {
@@ -552,7 +554,12 @@ impl NmPort {
                     break 'frames; // unterminated chain: hold it back
                 }
                 let s = hr.view.slot(i);
-                slots.push(i);
+                if k < NETMAP_MAX_FRAGS {
+                    slots[k] = i;
+                } else {
+                    bad = true; // over-long chain: consumed and counted as an error below
+                }
+                k += 1;
                 match self.mem.buf_offset(s.buf_idx) {
                     Some(off) if (s.len as u32) <= self.mem.buf_size() => {
                         frags.push((off, s.len as usize))
@@ -564,22 +571,29 @@ impl NmPort {
                     break;
                 }
             }
-            if bad || slots.len() > NETMAP_MAX_FRAGS {
-                self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
+            if bad {
+                errors += 1;
                 hr.kring.hwcur = i;
                 continue;
             }
             let frame = Frame::Shm { region: &region, frags: &frags };
-            if !f(&frame, &slots) {
+            if !f(&frame, &slots[..k]) {
                 break;
             }
-            self.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
-            self.stats.tx_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
-            hr.frames += 1;
-            hr.bytes += frame.len() as u64;
+            let len = frame.len() as u64;
+            bytes += len;
             self.record(&frame);
             hr.kring.hwcur = i;
             sent += 1;
+        }
+        hr.frames += sent as u64;
+        hr.bytes += bytes;
+        if sent > 0 {
+            self.stats.tx_frames.fetch_add(sent as u64, Ordering::Relaxed);
+            self.stats.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        if errors > 0 {
+            self.stats.tx_errors.fetch_add(errors, Ordering::Relaxed);
         }
         hr.frags = frags;
         sent
