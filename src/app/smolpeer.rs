@@ -157,7 +157,7 @@ impl<O: Os> WaitDevice for NetworkDevice<'_, O> {
     }
 
     fn wait_rx(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        self.wait(timeout).map(|_| ())
+        self.wait(EventFlags::EVENT_READ, timeout).map(|_| ())
     }
 
     fn counters(&self) -> &DeviceStats {

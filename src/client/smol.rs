@@ -80,7 +80,7 @@ pub struct NetworkDevice<'a, O: Os> {
     rx: Vec<u8>,
     tx: RefCell<Vec<u8>>,
     stats: DeviceStats,
-    subscribed: bool,
+    subscribed: EventFlags,
 }
 
 impl<'a, O: Os> NetworkDevice<'a, O> {
@@ -93,29 +93,29 @@ impl<'a, O: Os> NetworkDevice<'a, O> {
             rx: vec![0; MAX_FRAME],
             tx: scratch(),
             stats: DeviceStats::default(),
-            subscribed: false,
+            subscribed: EventFlags::empty(),
         })
     }
 
-    /// Waits until `EVENT_READ` is posted for the handle (frames pending, N6) or `timeout`
-    /// passes; returns the flags that hold.
-    pub fn wait(&mut self, timeout: Duration) -> Result<EventFlags, ClientError> {
+    /// Waits until `flags` hold for the handle (`EVENT_READ`: frames pending, `EVENT_WRITE`:
+    /// room to send; N6) or `timeout` passes; returns the flags that hold. Subscribes again
+    /// only when `flags` change.
+    pub fn wait(
+        &mut self,
+        flags: EventFlags,
+        timeout: Duration,
+    ) -> Result<EventFlags, ClientError> {
         let os = self.fd.os();
-        if !self.subscribed {
-            os.subscribe(self.fd.raw(), EventFlags::EVENT_READ)?;
-            self.subscribed = true;
+        if self.subscribed != flags {
+            os.subscribe(self.fd.raw(), flags)?;
+            self.subscribed = flags;
         }
-        os.wait_event(self.fd.raw(), EventFlags::EVENT_READ, timeout)
+        os.wait_event(self.fd.raw(), flags, timeout)
     }
 
     /// Counters.
     pub fn stats(&self) -> &DeviceStats {
         &self.stats
-    }
-
-    /// The data handle (to wait for readiness between polls).
-    pub fn fd(&self) -> &Fd<'a, O> {
-        &self.fd
     }
 }
 

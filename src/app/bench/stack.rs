@@ -14,7 +14,7 @@ use super::zc::{header, notifications, own_port, Nic, Progress, SeqCheck, POLL, 
 use super::{BenchError, Cell, Measured};
 use crate::client::host::HostOs;
 use crate::client::smol::{DeviceStats, NetmapDevice, NetworkDevice};
-use crate::client::{EventFlags, Os};
+use crate::client::EventFlags;
 use crate::model::switch::Switch;
 use crate::platform::sim::SimPlatform;
 use smoltcp::phy::{Device as _, RxToken as _, TxToken as _};
@@ -36,22 +36,22 @@ type HOs<'a> = HostOs<'a, SimPlatform>;
 
 /// One end: either device, with what the bench needs of it.
 enum End<'a> {
-    /// The device and the readiness it is subscribed to.
-    Network(NetworkDevice<'a, HOs<'a>>, EventFlags),
+    /// Frame per call on `network`.
+    Network(NetworkDevice<'a, HOs<'a>>),
     Netmap(NetmapDevice<'a, HOs<'a>>),
 }
 
 impl<'a> End<'a> {
     fn open(os: &'a HOs<'a>, pci: &str, d: Device) -> Result<Self, BenchError> {
         Ok(match d {
-            Device::Network => Self::Network(NetworkDevice::open(os, pci)?, EventFlags::empty()),
+            Device::Network => Self::Network(NetworkDevice::open(os, pci)?),
             Device::Netmap => Self::Netmap(NetmapDevice::open(os, pci, 0)?),
         })
     }
 
     fn stats(&self) -> &DeviceStats {
         match self {
-            Self::Network(d, _) => d.stats(),
+            Self::Network(d) => d.stats(),
             Self::Netmap(d) => d.stats(),
         }
     }
@@ -62,7 +62,7 @@ impl<'a> End<'a> {
         let fill = |b: &mut [u8]| b[..super::zc::HDR].copy_from_slice(&header(seq));
         let now = SmolInstant::now();
         match self {
-            Self::Network(d, _) => d.transmit(now).map(|t| t.consume(len, fill)),
+            Self::Network(d) => d.transmit(now).map(|t| t.consume(len, fill)),
             Self::Netmap(d) => d.transmit(now).map(|t| t.consume(len, fill)),
         };
         self.stats().tx_frames.get() > before
@@ -87,7 +87,7 @@ impl<'a> End<'a> {
         };
         let now = SmolInstant::now();
         match self {
-            Self::Network(d, _) => d.receive(now).map(|(r, _)| r.consume(read)),
+            Self::Network(d) => d.receive(now).map(|(r, _)| r.consume(read)),
             Self::Netmap(d) => d.receive(now).map(|(r, _)| r.consume(read)),
         }
     }
@@ -95,13 +95,8 @@ impl<'a> End<'a> {
     /// Waits for `flags` on the device's handle (an event wait, not a scheme call).
     fn wait(&mut self, flags: EventFlags) -> Result<(), BenchError> {
         match self {
-            Self::Network(d, subscribed) => {
-                let fd = d.fd();
-                if *subscribed != flags {
-                    fd.os().subscribe(fd.raw(), flags)?;
-                    *subscribed = flags;
-                }
-                fd.os().wait_event(fd.raw(), flags, POLL)?;
+            Self::Network(d) => {
+                d.wait(flags, POLL)?;
             }
             Self::Netmap(d) => {
                 d.port_mut().wait(flags, POLL)?;

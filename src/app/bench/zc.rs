@@ -158,8 +158,7 @@ pub(super) fn notifications(nics: &[&Nic]) -> (u64, u64) {
 
 /// A port `name` of one ring pair in a region of its own.
 pub(super) fn own_port(name: &str) -> Result<Arc<NmPort>, BenchError> {
-    let mem = NetmapMemory::new(1, MemConfig::for_ports(1, 2, SLOTS, 64)).map_err(setup("mem"))?;
-    NmPort::new(Arc::new(mem), &PortSpec::new(name, 1, SLOTS)).map_err(setup("port"))
+    crate::app::embedded::own_port(name, SLOTS).map_err(setup("port"))
 }
 
 /// What a zero-copy sender did.
