@@ -421,6 +421,24 @@ impl<P: Platform> Ptnet<P> {
         self.ring_mut(i)?.sync_tail().map_err(DriverError::from)
     }
 
+    /// netmap's poll of ring `i` for a user that waits on it (`netmap_poll`): a sync with the
+    /// values of the user's last sync (nothing new is published), which kicks if the host asks
+    /// for kicks and the ring has pending slots or would block (§8.2 step 5, §8.3 step 5), then
+    /// a tail sync. In direct mode (§8.6 "Direct modes") the host moves slots only inside a kick
+    /// and an interrupt only says that a backend event happened, so a waiter that just re-read
+    /// the tail would sleep through it; the kick is processed before the register write
+    /// returns, and the tail sync after it sees what it moved.
+    pub fn poll_sync(&mut self, i: u32) -> Result<(), DriverError> {
+        let r = self.ring_mut(i)?;
+        let (tx, head, cur) = (r.tx, r.k.rhead, r.k.rcur);
+        if tx {
+            self.txsync(i, head, cur, 0)?;
+        } else {
+            self.rxsync(i, head, cur, 0)?;
+        }
+        self.sync_tail(i)
+    }
+
     /// Ends the copy path's use of ring `i` before another user (a zero-copy client) takes it
     /// (scheme-spec `netmap.md` M5.2): TX publishes every frame copied so far; RX releases the
     /// slots already consumed and leaves unread frames in the ring. The copy path resumes from

@@ -222,21 +222,34 @@ fn sync_all<P: Platform>(d: &mut Daemon<P>, ids: Range<u32>, tx: bool) -> Result
 }
 
 /// Readiness of a binding now (M6): frames to read on a bound RX ring, space on a bound TX ring.
+/// A ring that does not look ready after a tail sync gets netmap's poll
+/// ([`Ptnet::poll_sync`]: a kick if the host wants one, then the tail again), as `poll` does
+/// in netmap: in direct mode the host moves nothing without a kick.
 fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
     let t = d.nic.info().tx_rings;
     let mut f = EventFlags::empty();
     if b.events.contains(EventFlags::EVENT_READ) {
+        let frames = |d: &Daemon<P>, i| d.nic.ring(i).is_some_and(|r| r.k.rhead != r.k.rtail);
         for k in b.rx.clone() {
             let _ = d.nic.sync_tail(t + k);
-            if d.nic.ring(t + k).is_some_and(|r| r.k.rhead != r.k.rtail) {
+            if !frames(d, t + k) {
+                let _ = d.nic.poll_sync(t + k);
+            }
+            if frames(d, t + k) {
                 f |= EventFlags::EVENT_READ;
             }
         }
     }
     if b.events.contains(EventFlags::EVENT_WRITE) {
+        let room = |d: &Daemon<P>, i| {
+            d.nic.ring(i).is_some_and(|r| ring::space(r.k.rhead, r.k.rtail, r.num_slots()) > 0)
+        };
         for k in b.tx.clone() {
             let _ = d.nic.sync_tail(k);
-            if d.nic.ring(k).is_some_and(|r| ring::space(r.k.rhead, r.k.rtail, r.num_slots()) > 0) {
+            if !room(d, k) {
+                let _ = d.nic.poll_sync(k);
+            }
+            if room(d, k) {
                 f |= EventFlags::EVENT_WRITE;
             }
         }

@@ -44,9 +44,14 @@ pub fn mac(n: u8) -> [u8; 6] {
 }
 
 pub fn vm_on(port: &Arc<NmPort>, n: u8, drv: DriverConfig, host: HostConfig) -> Vm1 {
+    vm_with(Netdev::passthrough(port.clone()), n, drv, host)
+}
+
+/// A VM whose ptnet NIC has the host settings `netdev` (e.g. direct mode).
+pub fn vm_with(netdev: Netdev, n: u8, drv: DriverConfig, host: HostConfig) -> Vm1 {
     let vm = Vm::new(64).unwrap();
     let cfg = PtnetConfig { mac: Some(mac(n)), ..PtnetConfig::default() };
-    let dev = vm.add_ptnet(Netdev::passthrough(port.clone()), cfg).unwrap();
+    let dev = vm.add_ptnet(netdev, cfg).unwrap();
     let slot = vm
         .functions()
         .iter()
@@ -66,6 +71,20 @@ pub fn pair(rings: u32, slots: u32, buf_size: u32) -> (Vm1, Vm1) {
     (
         vm_on(&a, 1, DriverConfig::default(), no_poll()),
         vm_on(&b, 2, DriverConfig::default(), no_poll()),
+    )
+}
+
+/// [`pair`] with the host in kloop mode (`kloop`) or direct mode (`klooptx=off,klooprx=off`).
+pub fn pair_in(kloop: bool, rings: u32, slots: u32, buf_size: u32) -> (Vm1, Vm1) {
+    let (a, b) = pipe_ports(rings, slots, buf_size);
+    let nd = |p: &Arc<NmPort>| Netdev {
+        kloop_tx: kloop,
+        kloop_rx: kloop,
+        ..Netdev::passthrough(p.clone())
+    };
+    (
+        vm_with(nd(&a), 1, DriverConfig::default(), no_poll()),
+        vm_with(nd(&b), 2, DriverConfig::default(), no_poll()),
     )
 }
 
