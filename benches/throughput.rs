@@ -97,50 +97,58 @@ fn replot(json: &Path) -> ExitCode {
 
 /// The targets against this run (reported, not asserted: the machine is shared).
 fn targets(rows: &[Row]) -> String {
-    let best = |s: &str, mode: Option<&str>, min_batch: u64| {
+    // Host modes by transport: Redox's IPC (the daemon thread) and inline (the caller's thread).
+    const IPC: &[&str] = &["kloop", "direct", "-"];
+    const INLINE: &[&str] = &["kloop+inline", "direct+inline"];
+    let best = |s: &str, modes: &[&str], min_batch: u64| {
         rows.iter()
             .filter(|r| r.scenario == s && r.frame_len == 60 && r.batch >= min_batch)
-            .filter(|r| mode.is_none_or(|m| r.host_mode == m))
-            .map(|r| r.mpps)
-            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
-    };
-    let at = |s: &str, b: u64| {
-        rows.iter()
-            .filter(|r| r.scenario == s && r.frame_len == 60 && r.batch == b)
+            .filter(|r| modes.contains(&r.host_mode.as_str()))
             .map(|r| r.mpps)
             .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
     };
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     let mut out = String::from("targets (60-byte frames, this run):");
-    let pipe = best("zc-pipe", None, 256);
-    let spsc = best("spsc-ceiling", None, 256);
-    if let (Some(p), Some(s)) = (pipe, spsc) {
-        out += &format!(
-            "\n  zc-pipe batch>=256: {p:.2} Mpps vs 46 Mpps: {}; vs 0.5 x spsc-ceiling ({:.1}): {}",
-            verdict(p >= 46.0),
-            0.5 * s,
-            verdict(p >= 0.5 * s)
-        );
-    }
-    if let Some(sw) = best("zc-switch", None, 256) {
-        out +=
-            &format!("\n  zc-switch batch>=256: {sw:.2} Mpps vs 20 Mpps: {}", verdict(sw >= 20.0));
-        if let (Some(s), Some(v)) = (at("zc-switch", 256), at("virtio-baseline", 256)) {
+    let spsc = best("spsc-ceiling", IPC, 256);
+    let at = |s: &str, m: &[&str]| {
+        rows.iter()
+            .filter(|r| r.scenario == s && r.frame_len == 60 && r.batch == 256)
+            .filter(|r| m.contains(&r.host_mode.as_str()))
+            .map(|r| r.mpps)
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+    };
+    let virtio = at("virtio-baseline", IPC);
+    for (t, modes) in [("ipc", IPC), ("inline", INLINE)] {
+        if let (Some(p), Some(s)) = (best("zc-pipe", modes, 256), spsc) {
             out += &format!(
-                "\n  zc-switch / virtio-baseline at batch 256: {s:.2} / {v:.3} = {:.1}x vs 5x: {}",
-                s / v,
-                verdict(s >= 5.0 * v)
+                "\n  zc-pipe ({t}) batch>=256: {p:.2} Mpps vs 46 Mpps: {}; vs 0.5 x spsc-ceiling ({:.1}): {}",
+                verdict(p >= 46.0),
+                0.5 * s,
+                verdict(p >= 0.5 * s)
             );
+        }
+        if let Some(sw) = best("zc-switch", modes, 256) {
+            out += &format!(
+                "\n  zc-switch ({t}) batch>=256: {sw:.2} Mpps vs 20 Mpps: {}",
+                verdict(sw >= 20.0)
+            );
+            if let (Some(s), Some(v)) = (at("zc-switch", modes), virtio) {
+                out += &format!(
+                    "\n  zc-switch ({t}) / virtio-baseline at batch 256: {s:.2} / {v:.3} = {:.1}x vs 5x: {}",
+                    s / v,
+                    verdict(s >= 5.0 * v)
+                );
+            }
         }
     }
     // Kicks + interrupts per packet: the worst row at batch >= 256 (both frame lengths) per
     // zero-copy scenario and host mode, and the batch-1 figure beside it.
     out += "\n  kicks+interrupts per packet (worst at batch>=256, both frame lengths, vs 0.01; batch 1):";
     for s in ["zc-tx", "zc-rx", "zc-pipe", "zc-switch", "virtio-baseline"] {
-        for m in ["kloop", "direct", "-"] {
+        for m in IPC.iter().chain(INLINE) {
             let of = |keep: &dyn Fn(&Row) -> bool| {
                 rows.iter()
-                    .filter(|r| r.scenario == s && r.host_mode == m && keep(r))
+                    .filter(|r| r.scenario == s && r.host_mode == *m && keep(r))
                     .map(|r| r.kicks_per_packet + r.interrupts_per_packet)
                     .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
             };

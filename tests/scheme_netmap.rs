@@ -466,7 +466,8 @@ fn client_buffer_access_is_bounded() {
 
 /// A sender and a receiver on their own threads, each sleeping on its readiness event whenever
 /// it cannot go on (TX ring full, RX ring empty), in kloop mode and in direct mode
-/// (`klooptx=off,klooprx=off`), with the polling fallback off: every wait must end by its
+/// (`klooptx=off,klooprx=off`), with requests over IPC (the daemon thread) and inline (the
+/// caller's thread), with the polling fallback off: every wait must end by its
 /// event, never by the timeout. In direct mode the host moves a TX slot only inside a kick, so
 /// a TX interrupt (the peer released slots) must lead to a kick before `EVENT_WRITE` can be
 /// ready, and an RX interrupt to a kick before `EVENT_READ` can (netmap's poll: a sync of the
@@ -474,12 +475,16 @@ fn client_buffer_access_is_bounded() {
 #[test]
 fn blocked_clients_are_woken_by_events_in_both_host_modes() {
     const W: std::time::Duration = std::time::Duration::from_secs(3);
-    for kloop in [true, false] {
-        let (a, b) = pair_in(kloop, 1, 64, 2048);
+    use ptnetd::scheme::host::Transport;
+    for (kloop, transport) in
+        [true, false].into_iter().flat_map(|k| [(k, Transport::Ipc), (k, Transport::Inline)])
+    {
+        let (a, b) = pair_on(kloop, transport, 1, 64, 2048);
         let (oa, ob) = (os(&a), os(&b));
         let (mut tx, mut rx) = (port(&oa, "0/T"), port(&ob, "0/R"));
         let total = 20_000u64;
-        let mode = if kloop { "kloop" } else { "direct" };
+        let mode = format!("{} {transport:?}", if kloop { "kloop" } else { "direct" });
+        let mode = mode.as_str();
         std::thread::scope(|s| {
             let recv = s.spawn(|| {
                 let mut buf = [0u8; 128];

@@ -101,9 +101,16 @@ fn wait_read(v: &Vm1, fd: usize, buf: &mut [u8]) -> usize {
 }
 
 /// N4 3: a blocking read is parked and answered by the next frame; a cancelled one gets EINTR.
+/// Over IPC, and inline (the read runs on the caller's thread, is parked there, and the frame's
+/// arrival answers it from whichever thread ends the next batch).
 #[test]
 fn blocking_read_is_parked_then_answered_or_cancelled() {
-    let (a, b) = pair(1, 64, 2048);
+    for t in [ptnetd::scheme::host::Transport::Ipc, ptnetd::scheme::host::Transport::Inline] {
+        parked_read_answered_or_cancelled(pair_on(true, t, 1, 64, 2048));
+    }
+}
+
+fn parked_read_answered_or_cancelled((a, b): (Vm1, Vm1)) {
     let da = a.k.open(NET, "", O_RDWR, 0).unwrap();
     let db = b.k.open(NET, "", O_RDWR, 0).unwrap();
     let mut buf = vec![0u8; 1514];

@@ -148,9 +148,10 @@ pub fn switched_vm(
     let (_dev, mut plat) = vm_on_port(port.clone(), place)?;
     let nic = crate::driver::Ptnet::attach(&mut plat, crate::driver::DriverConfig::default())?;
     let info = nic.info().clone();
-    let irq = plat.vm().irq().clone();
+    let (wake, sleep) = plat.doorbell();
     let daemon = crate::scheme::Daemon::new(plat, nic);
-    let kernel = HostKernel::spawn(daemon, Arc::new(move || irq.wake()), HostConfig::default());
+    let bell = crate::scheme::host::Doorbell { wake, sleep };
+    let kernel = HostKernel::spawn(daemon, bell, HostConfig::default());
     Ok(SwitchedVm { kernel, mac, port, info })
 }
 
@@ -167,10 +168,10 @@ pub fn reflector_daemon(
     let (dev, mut plat) = vm_on_port(port, NicPlace::default())?;
     drop(dev);
     let nic = crate::driver::Ptnet::attach(&mut plat, crate::driver::DriverConfig::default())?;
-    let irq = plat.vm().irq().clone();
+    let (wake, sleep) = plat.doorbell();
     let cfg = HostConfig { poll: None, ..HostConfig::default() };
     let daemon = crate::scheme::Daemon::new(plat, nic);
-    Ok(HostKernel::spawn(daemon, Arc::new(move || irq.wake()), cfg))
+    Ok(HostKernel::spawn(daemon, crate::scheme::host::Doorbell { wake, sleep }, cfg))
 }
 
 #[cfg(test)]

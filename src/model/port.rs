@@ -455,8 +455,13 @@ impl NmPort {
         self.tap.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// `true` while a tap is installed.
+    fn tapped(&self) -> bool {
+        self.has_tap.load(Ordering::Acquire)
+    }
+
     fn record(&self, frame: &Frame<'_>) {
-        if !self.has_tap.load(Ordering::Acquire) {
+        if !self.tapped() {
             return;
         }
         if let Some(t) = self.tap() {
@@ -716,80 +721,117 @@ impl NmPort {
 /// exchanges buffer indices (zero-copy, both slots get `NS_BUF_CHANGED`); false copies the data
 /// into the RX slot's own buffer. Frames are counted (and tapped) when their last slot moves.
 struct SlotMover {
-    /// Per TX ring: the RX-side `(buf_idx, len)` of the chain in progress.
-    partial: Vec<Mutex<Vec<(u32, u16)>>>,
+    /// Per TX ring: the chain in progress.
+    partial: Vec<Mutex<Partial>>,
     swap: bool,
+}
+
+/// The slots of a chain moved so far (a chain may be split across calls).
+#[derive(Default)]
+struct Partial {
+    /// Bytes.
+    bytes: u64,
+    /// Slots.
+    slots: usize,
+    /// The RX-side `(buf_idx, len)` of each slot, kept only while a port has a tap (a tap
+    /// installed in the middle of a chain records that frame from where it started).
+    frags: Vec<(u32, u16)>,
 }
 
 impl SlotMover {
     fn new(tx_rings: u32, swap: bool) -> Self {
-        Self { partial: (0..tx_rings).map(|_| Mutex::new(Vec::new())).collect(), swap }
+        Self { partial: (0..tx_rings).map(|_| Mutex::default()).collect(), swap }
     }
 
-    /// Returns `true` if any slot moved.
+    /// Returns `true` if any slot moved. Per slot: one slot read on each side, one write (two
+    /// when swapping); per frame: a length sum; the ports' shared counters are added to once
+    /// per call, and a frame's slots are kept for a tap only while one of the ports has a tap.
     fn run(&self, src: &NmPort, hr: &mut HostRing, dst: &NmPort, rx: &mut HostRing) -> bool {
         let mem = src.mem();
         let Some(partial) = self.partial.get(hr.id as usize) else { return false };
-        let mut partial = lock(partial);
+        let mut p = lock(partial);
         let (tn, rn) = (hr.kring.num_slots, rx.kring.num_slots);
-        let mut moved = false;
-        while hr.kring.hwcur != hr.kring.rhead && NmPort::rx_free(rx) > 0 {
-            let ti = hr.kring.hwcur;
-            let ri = rx.kring.hwtail;
+        let max_len = mem.buf_size().min(u16::MAX as u32) as u16;
+        let tapped = src.tapped() || dst.tapped();
+        let (mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        let (mut ti, mut ri) = (hr.kring.hwcur, rx.kring.hwtail);
+        let mut free = NmPort::rx_free(rx);
+        while ti != hr.kring.rhead && free > 0 {
             let ts = hr.view.slot(ti);
-            let rs = rx.view.slot(ri);
             let more = ts.flags & NS_MOREFRAG;
-            let len = ts.len.min(mem.buf_size().min(u16::MAX as u32) as u16);
-            if self.swap {
+            let mut len = ts.len.min(max_len);
+            let rx_buf = if self.swap {
+                let rs_idx = rx.view.slot(ri).buf_idx;
                 rx.view
                     .set_slot(ri, Slot { buf_idx: ts.buf_idx, len, flags: more | NS_BUF_CHANGED });
-                hr.view
-                    .set_slot(ti, Slot { buf_idx: rs.buf_idx, len: ts.len, flags: NS_BUF_CHANGED });
-                partial.push((ts.buf_idx, len));
+                hr.view.set_slot(ti, Slot { buf_idx: rs_idx, len: ts.len, flags: NS_BUF_CHANGED });
+                ts.buf_idx
             } else {
+                let rs = rx.view.slot(ri);
                 let ok = match (mem.buf_offset(ts.buf_idx), dst.mem().buf_offset(rs.buf_idx)) {
                     (Some(so), Some(d)) => {
                         Region::copy(mem.region(), so, dst.mem().region(), d, len as usize).is_ok()
                     }
                     _ => false,
                 };
-                let len = if ok { len } else { 0 };
                 if !ok {
-                    src.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
+                    errors += 1;
+                    len = 0;
                 }
                 rx.view.set_len_flags(ri, len, more);
-                partial.push((rs.buf_idx, len));
+                rs.buf_idx
+            };
+            p.bytes += u64::from(len);
+            p.slots += 1;
+            if tapped {
+                p.frags.push((rx_buf, len));
             }
-            hr.kring.hwcur = ring::next(ti, tn);
-            rx.kring.hwtail = ring::next(ri, rn);
-            moved = true;
-            if more == 0 || partial.len() >= NETMAP_MAX_FRAGS * 4 {
-                let len = Self::complete(src, dst, &partial);
-                hr.frames += 1;
-                hr.bytes += len;
-                partial.clear();
+            ti = ring::next(ti, tn);
+            ri = ring::next(ri, rn);
+            free -= 1;
+            if more == 0 || p.slots >= NETMAP_MAX_FRAGS * 4 {
+                if tapped {
+                    Self::tap(src, dst, &p.frags);
+                }
+                frames += 1;
+                bytes += p.bytes;
+                *p = Partial::default();
             }
         }
-        hr.kring.hwtail = ring::prev(hr.kring.hwcur, tn);
+        let moved = ti != hr.kring.hwcur;
+        hr.kring.hwcur = ti;
+        rx.kring.hwtail = ri;
+        hr.kring.hwtail = ring::prev(ti, tn);
+        hr.frames += frames;
+        hr.bytes += bytes;
+        if frames > 0 {
+            src.stats.tx_frames.fetch_add(frames, Ordering::Relaxed);
+            src.stats.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+            dst.stats.rx_frames.fetch_add(frames, Ordering::Relaxed);
+            dst.stats.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        if errors > 0 {
+            src.stats.tx_errors.fetch_add(errors, Ordering::Relaxed);
+        }
         moved
     }
 
-    /// Counts (and taps) one frame whose slots now sit in `dst`'s RX ring.
-    fn complete(src: &NmPort, dst: &NmPort, frags: &[(u32, u16)]) -> u64 {
+    /// Hands one frame whose slots now sit in `dst`'s RX ring to the ports' taps.
+    fn tap(src: &NmPort, dst: &NmPort, frags: &[(u32, u16)]) {
         let m = dst.mem();
-        let offs: Vec<(usize, usize)> =
-            frags.iter().filter_map(|&(b, l)| m.buf_offset(b).map(|o| (o, l as usize))).collect();
-        let frame = Frame::Shm { region: m.region(), frags: &offs };
-        let len = frame.len() as u64;
-        src.stats.tx_frames.fetch_add(1, Ordering::Relaxed);
-        src.stats.tx_bytes.fetch_add(len, Ordering::Relaxed);
-        dst.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
-        dst.stats.rx_bytes.fetch_add(len, Ordering::Relaxed);
+        let mut offs = [(0usize, 0usize); NETMAP_MAX_FRAGS * 4];
+        let mut k = 0;
+        for &(b, l) in frags {
+            if let Some(o) = m.buf_offset(b) {
+                offs[k] = (o, l as usize);
+                k += 1;
+            }
+        }
+        let frame = Frame::Shm { region: m.region(), frags: &offs[..k] };
         src.record(&frame);
         if !std::ptr::eq(src, dst) {
             dst.record(&frame);
         }
-        len
     }
 }
 

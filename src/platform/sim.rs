@@ -141,6 +141,28 @@ impl SimPlatform {
     }
 }
 
+/// Wakes a daemon thread (see [`SimPlatform::doorbell`]).
+pub type WakeFn = Arc<dyn Fn() + Send + Sync>;
+/// Puts a daemon thread to sleep until its next interrupt or wake-up, or the timeout.
+pub type SleepFn = Arc<dyn Fn(Duration) + Send + Sync>;
+
+impl SimPlatform {
+    /// The daemon thread's wake-up and sleep for the in-process transport: a wake-up of the
+    /// VM's interrupt controller, and a wait for its next interrupt or wake-up, with its own
+    /// record of the generation last seen (a wake-up between two waits is not lost).
+    pub fn doorbell(&self) -> (WakeFn, SleepFn) {
+        let (a, b) = (self.vm.irq().clone(), self.vm.irq().clone());
+        let seen = AtomicU64::new(b.generation());
+        (
+            Arc::new(move || a.wake()),
+            Arc::new(move |t| {
+                let g = b.wait(seen.load(Ordering::Acquire), t);
+                seen.store(g, Ordering::Release);
+            }),
+        )
+    }
+}
+
 impl Platform for SimPlatform {
     type Function = SimFunction;
     type Irq = SimIrq;

@@ -11,7 +11,8 @@
 //! the client waits for the reply, as the kernel guarantees on Redox.
 //!
 //! The daemon thread sleeps on the platform's interrupt wait; a request wakes it through the
-//! `wake` function given at spawn (for the model: [`crate::model::vm::InterruptController::wake`]).
+//! [`Doorbell`] given at spawn (for the model: `SimPlatform::doorbell`, over the VM's interrupt
+//! controller). With [`Transport::Inline`] requests run on the caller's thread instead.
 #![allow(unsafe_code)]
 
 use super::server::Server;
@@ -40,11 +41,33 @@ pub struct HostConfig {
     /// How long a client waits for a reply before the call fails with `ETIMEDOUT` (a test fails
     /// instead of hanging).
     pub reply_timeout: Duration,
+    /// Where requests run. [`Transport::Ipc`] (the default) is Redox's: each request is handed
+    /// to the daemon thread and the caller waits for its reply. [`Transport::Inline`] runs the
+    /// request, and the end of batch after it, on the calling thread under the daemon's lock, as
+    /// a monolithic kernel runs a driver's sync inside the caller's system call (netmap on
+    /// FreeBSD or Linux guests): the same dispatch and daemon code without the two thread
+    /// hand-offs per call. The daemon thread still takes interrupts, replays parked requests and
+    /// posts events.
+    pub transport: Transport,
+}
+
+/// How a client's request reaches the daemon (see [`HostConfig::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Handed to the daemon thread (Redox's scheme IPC).
+    #[default]
+    Ipc,
+    /// Run on the caller's thread (a system call into an in-kernel driver).
+    Inline,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { poll: Some(Duration::from_millis(10)), reply_timeout: Duration::from_secs(30) }
+        Self {
+            poll: Some(Duration::from_millis(10)),
+            reply_timeout: Duration::from_secs(30),
+            transport: Transport::Ipc,
+        }
     }
 }
 
@@ -61,15 +84,38 @@ pub struct Snapshot {
     pub loops: u64,
 }
 
-type Submission = (Which, Sqe, Option<mpsc::Sender<Cqe>>);
+type Replies = HashMap<(Which, u32), mpsc::Sender<Cqe>>;
 
-#[derive(Default)]
-struct Shared {
-    queue: Mutex<Vec<Submission>>,
+struct Shared<P: Platform> {
+    /// The daemon behind both schemes: the daemon thread holds it for one loop, an inline
+    /// caller for one request and its end of batch.
+    server: Mutex<Server<P>>,
+    queue: Mutex<Vec<(Which, Sqe)>>,
+    /// Where the reply of each request in flight goes (registered before it is submitted).
+    replies: Mutex<Replies>,
     events: Mutex<HashMap<(Which, usize), usize>>,
     event_cv: Condvar,
     snapshot: Mutex<Snapshot>,
     stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wakes the daemon thread (after a submission; interrupts wake it too).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+/// Sleeps until an interrupt or a [`Wake`] since the last return (or the timeout): the
+/// platform's interrupt wait, taken out of the daemon so that the daemon thread sleeps without
+/// holding it (inline callers use it meanwhile).
+pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// How the transport wakes the daemon thread and how that thread sleeps.
+pub struct Doorbell {
+    /// Called after every submission.
+    pub wake: Wake,
+    /// The daemon thread's wait between loops.
+    pub sleep: Sleep,
 }
 
 /// A blocking request in flight.
@@ -83,9 +129,9 @@ pub struct Pending {
 
 /// The kernel's part for one daemon running on a thread of this process.
 pub struct HostKernel<P: Platform + Send + 'static> {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<P>>,
     wake: Arc<dyn Fn() + Send + Sync>,
-    thread: Option<JoinHandle<Daemon<P>>>,
+    thread: Option<JoinHandle<()>>,
     region: Region,
     roots: [usize; 2],
     next_tag: AtomicU32,
@@ -120,19 +166,28 @@ fn result(c: &Cqe) -> Result<usize> {
 impl<P: Platform + Send + 'static> HostKernel<P> {
     /// Starts `daemon` on its own thread. `wake` must make the platform's
     /// [`Platform::wait_interrupts`] return (it is called after every submission).
-    pub fn spawn(daemon: Daemon<P>, wake: Arc<dyn Fn() + Send + Sync>, cfg: HostConfig) -> Self
+    pub fn spawn(daemon: Daemon<P>, bell: Doorbell, cfg: HostConfig) -> Self
     where
         Daemon<P>: Send,
     {
+        let Doorbell { wake, sleep } = bell;
         let region = daemon.nic().region().clone();
         let name = daemon.nic().info().name.clone();
         let mut server = Server::new(daemon);
         let roots = [server.root(Which::Network), server.root(Which::Netmap)];
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            server: Mutex::new(server),
+            queue: Mutex::default(),
+            replies: Mutex::default(),
+            events: Mutex::default(),
+            event_cv: Condvar::new(),
+            snapshot: Mutex::default(),
+            stop: AtomicBool::new(false),
+        });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ptnetd {name}"))
-            .spawn(move || run(server, sh, cfg))
+            .spawn(move || run(&sh, &sleep, cfg))
             .expect("spawning the daemon thread");
         Self {
             shared,
@@ -150,12 +205,16 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
     pub fn stop(mut self) -> Option<Daemon<P>> {
         self.shared.stop.store(true, Ordering::Release);
         (self.wake)();
-        self.thread.take()?.join().ok()
+        self.thread.take()?.join().ok()?;
+        let shared = self.shared.clone();
+        drop(self); // its reference to the shared state; the thread's went with the thread
+        let sh = Arc::into_inner(shared)?;
+        Some(sh.server.into_inner().unwrap_or_else(|e| e.into_inner()).into_daemon())
     }
 
-    /// Counters as of the daemon's last loop.
+    /// Counters as of the daemon's last loop (or inline request).
     pub fn snapshot(&self) -> Snapshot {
-        self.shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.shared.snapshot).clone()
     }
 
     /// The PCI name of the device.
@@ -163,10 +222,28 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
         &self.name
     }
 
-    /// Submits a raw request; `reply` gets its completion.
+    /// Submits a raw request; `reply` gets its completion. Inline, it has run (and been
+    /// answered, unless it was parked) when this returns.
     fn submit_sqe(&self, which: Which, sqe: Sqe, reply: Option<mpsc::Sender<Cqe>>) {
-        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).push((which, sqe, reply));
-        (self.wake)();
+        if let Some(r) = reply {
+            lock(&self.shared.replies).insert((which, sqe.tag), r);
+        }
+        match self.cfg.transport {
+            Transport::Ipc => {
+                lock(&self.shared.queue).push((which, sqe));
+                (self.wake)();
+            }
+            Transport::Inline => {
+                let mut out = Vec::new();
+                {
+                    let mut server = lock(&self.shared.server);
+                    server.request(which, to_request(sqe), &mut out);
+                    server.tick(false, &mut out);
+                    self.shared.record(&server, 0);
+                }
+                self.shared.deliver(&mut out);
+            }
+        }
     }
 
     fn sqe(&self, opcode: Opcode, args: [u64; 6], uid: u32) -> Sqe {
@@ -387,63 +464,65 @@ impl<P: Platform + Send + 'static> Drop for HostKernel<P> {
     }
 }
 
+impl<P: Platform> Shared<P> {
+    /// Publishes the daemon's counters (`loops`: the daemon thread's loops so far, 0 to keep
+    /// the last count).
+    fn record(&self, server: &Server<P>, loops: u64) {
+        let d = server.daemon();
+        let mut s = lock(&self.snapshot);
+        s.scheme = d.stats();
+        s.rings.clear();
+        s.rings.extend((0..d.nic().num_rings()).filter_map(|i| d.nic().stats(i)));
+        s.parked = server.parked();
+        s.loops = s.loops.max(loops);
+    }
+
+    /// Delivers replies to their waiters and posts events.
+    fn deliver(&self, out: &mut Vec<(Which, Response)>) {
+        let mut posted = false;
+        for (which, r) in out.drain(..) {
+            let c = to_cqe(r);
+            if CqeOpcode::try_from_raw(c.flags & 7) == Some(CqeOpcode::SendFevent) {
+                let mut ev = lock(&self.events);
+                *ev.entry((which, c.result as usize)).or_default() |= c.tag as usize;
+                posted = true;
+            } else if let Some(tx) = lock(&self.replies).remove(&(which, c.tag)) {
+                let _ = tx.send(c);
+            }
+        }
+        if posted {
+            self.event_cv.notify_all();
+        }
+    }
+}
+
 /// The daemon thread: takes the submitted requests, runs them through the server, ends the batch
 /// (interrupts, parked requests, events), delivers the replies, then sleeps on the platform's
 /// interrupt wait until a submission, an interrupt or the polling deadline.
-fn run<P: Platform>(mut server: Server<P>, sh: Arc<Shared>, cfg: HostConfig) -> Daemon<P> {
-    let mut replies: HashMap<(Which, u32), mpsc::Sender<Cqe>> = HashMap::new();
+fn run<P: Platform>(sh: &Shared<P>, sleep: &Sleep, cfg: HostConfig) {
     let mut out = Vec::new();
     let mut last_poll = Instant::now();
     let mut loops = 0u64;
     loop {
-        let batch = std::mem::take(&mut *sh.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        for (which, sqe, reply) in batch {
-            if let Some(r) = reply {
-                replies.insert((which, sqe.tag), r);
-            }
-            server.request(which, to_request(sqe), &mut out);
-        }
-        let poll = cfg.poll.is_some_and(|p| last_poll.elapsed() >= p);
-        if poll {
-            last_poll = Instant::now();
-        }
-        server.tick(poll, &mut out);
-        loops += 1;
         {
-            let d = server.daemon();
-            let mut s = sh.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-            s.scheme = d.stats();
-            s.rings = (0..d.nic().num_rings()).filter_map(|i| d.nic().stats(i)).collect();
-            s.parked = server.parked();
-            s.loops = loops;
+            let mut server = lock(&sh.server);
+            let batch = std::mem::take(&mut *lock(&sh.queue));
+            for (which, sqe) in batch {
+                server.request(which, to_request(sqe), &mut out);
+            }
+            let poll = cfg.poll.is_some_and(|p| last_poll.elapsed() >= p);
+            if poll {
+                last_poll = Instant::now();
+            }
+            server.tick(poll, &mut out);
+            loops += 1;
+            // Before the replies: a client that got its reply sees counters that include it.
+            sh.record(&server, loops);
         }
-        // After the snapshot: a client that got its reply sees counters that include it.
-        deliver(&sh, &mut replies, &mut out);
+        sh.deliver(&mut out);
         if sh.stop.load(Ordering::Acquire) {
-            return server.into_daemon();
+            return;
         }
-        let t = cfg.poll.unwrap_or(Duration::from_secs(3600));
-        server.daemon().platform().wait_interrupts(t);
-    }
-}
-
-fn deliver(
-    sh: &Shared,
-    replies: &mut HashMap<(Which, u32), mpsc::Sender<Cqe>>,
-    out: &mut Vec<(Which, Response)>,
-) {
-    let mut posted = false;
-    for (which, r) in out.drain(..) {
-        let c = to_cqe(r);
-        if CqeOpcode::try_from_raw(c.flags & 7) == Some(CqeOpcode::SendFevent) {
-            let mut ev = sh.events.lock().unwrap_or_else(|e| e.into_inner());
-            *ev.entry((which, c.result as usize)).or_default() |= c.tag as usize;
-            posted = true;
-        } else if let Some(tx) = replies.remove(&(which, c.tag)) {
-            let _ = tx.send(c);
-        }
-    }
-    if posted {
-        sh.event_cv.notify_all();
+        sleep(cfg.poll.unwrap_or(Duration::from_secs(3600)));
     }
 }

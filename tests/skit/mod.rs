@@ -8,7 +8,7 @@ use ptnetd::model::port::{NmPort, PipeEnd, PortSpec};
 use ptnetd::model::ptnet::{Netdev, PtnetConfig, PtnetDevice};
 use ptnetd::model::vm::{PciFunction, Vm};
 use ptnetd::platform::sim::SimPlatform;
-use ptnetd::scheme::host::{HostConfig, HostKernel};
+use ptnetd::scheme::host::{Doorbell, HostConfig, HostKernel, Transport};
 use ptnetd::scheme::Daemon;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub struct Vm1 {
 
 /// Protocol tests run with the polling fallback off: a lost wake-up fails them.
 pub fn no_poll() -> HostConfig {
-    HostConfig { poll: None, reply_timeout: T }
+    HostConfig { poll: None, reply_timeout: T, transport: Transport::Ipc }
 }
 
 pub fn pipe_ports(rings: u32, slots: u32, buf_size: u32) -> (Arc<NmPort>, Arc<NmPort>) {
@@ -60,8 +60,8 @@ pub fn vm_with(netdev: Netdev, n: u8, drv: DriverConfig, host: HostConfig) -> Vm
         .unwrap();
     let mut plat = SimPlatform::new(vm.clone(), slot);
     let nic = Ptnet::attach(&mut plat, drv).unwrap();
-    let irq = vm.irq().clone();
-    let k = HostKernel::spawn(Daemon::new(plat, nic), Arc::new(move || irq.wake()), host);
+    let (wake, sleep) = plat.doorbell();
+    let k = HostKernel::spawn(Daemon::new(plat, nic), Doorbell { wake, sleep }, host);
     Vm1 { vm, dev, k }
 }
 
@@ -74,17 +74,25 @@ pub fn pair(rings: u32, slots: u32, buf_size: u32) -> (Vm1, Vm1) {
     )
 }
 
-/// [`pair`] with the host in kloop mode (`kloop`) or direct mode (`klooptx=off,klooprx=off`).
-pub fn pair_in(kloop: bool, rings: u32, slots: u32, buf_size: u32) -> (Vm1, Vm1) {
+/// [`pair`] with the host in kloop mode (`kloop`) or direct mode (`klooptx=off,klooprx=off`)
+/// and requests carried by `transport`.
+pub fn pair_on(
+    kloop: bool,
+    transport: Transport,
+    rings: u32,
+    slots: u32,
+    buf_size: u32,
+) -> (Vm1, Vm1) {
     let (a, b) = pipe_ports(rings, slots, buf_size);
     let nd = |p: &Arc<NmPort>| Netdev {
         kloop_tx: kloop,
         kloop_rx: kloop,
         ..Netdev::passthrough(p.clone())
     };
+    let host = HostConfig { transport, ..no_poll() };
     (
-        vm_with(nd(&a), 1, DriverConfig::default(), no_poll()),
-        vm_with(nd(&b), 2, DriverConfig::default(), no_poll()),
+        vm_with(nd(&a), 1, DriverConfig::default(), host),
+        vm_with(nd(&b), 2, DriverConfig::default(), host),
     )
 }
 

@@ -97,23 +97,35 @@ impl fmt::Display for Scenario {
     }
 }
 
-/// How the host processes a ptnet device's rings.
+/// How the host processes a ptnet device's rings, and how client requests reach ptnetd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostMode {
-    /// A kloop thread per device (`klooptx=on,klooprx=on`).
+    /// A kloop thread per device (`klooptx=on,klooprx=on`); requests by Redox's IPC (a hand-off
+    /// to the daemon thread and back per call).
     Kloop,
-    /// Processing inside the kick (`klooptx=off,klooprx=off`).
+    /// Processing inside the kick (`klooptx=off,klooprx=off`); requests by IPC.
     Direct,
+    /// [`HostMode::Kloop`] with requests run on the caller's thread
+    /// ([`crate::scheme::host::Transport::Inline`]: what a system call into an in-kernel driver
+    /// costs, as in netmap's own guests; not what Redox does).
+    KloopInline,
+    /// [`HostMode::Direct`] with requests run on the caller's thread.
+    DirectInline,
     /// Not a ptnet scenario.
     None,
 }
 
 impl HostMode {
+    /// The modes of ptnet scenarios.
+    pub const PTNET: [Self; 4] = [Self::Kloop, Self::Direct, Self::KloopInline, Self::DirectInline];
+
     /// Its name in rows.
     pub fn name(self) -> &'static str {
         match self {
             Self::Kloop => "kloop",
             Self::Direct => "direct",
+            Self::KloopInline => "kloop+inline",
+            Self::DirectInline => "direct+inline",
             Self::None => "-",
         }
     }
@@ -121,10 +133,21 @@ impl HostMode {
     /// The mode called `s` (`-` or `none` for none).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "kloop" => Some(Self::Kloop),
-            "direct" => Some(Self::Direct),
             "-" | "none" => Some(Self::None),
-            _ => None,
+            _ => Self::PTNET.into_iter().find(|m| m.name() == s),
+        }
+    }
+
+    /// `true` for the kloop modes.
+    pub fn kloop(self) -> bool {
+        matches!(self, Self::Kloop | Self::KloopInline)
+    }
+
+    /// How requests reach ptnetd.
+    pub fn transport(self) -> crate::scheme::host::Transport {
+        match self {
+            Self::KloopInline | Self::DirectInline => crate::scheme::host::Transport::Inline,
+            _ => crate::scheme::host::Transport::Ipc,
         }
     }
 }
@@ -365,6 +388,13 @@ pub fn plan(quick: bool) -> Vec<Cell> {
                 add(s, HostMode::Kloop);
                 if !quick || s == Scenario::ZcPipe {
                     add(s, HostMode::Direct);
+                }
+                // Without the IPC hop: VM to VM only (the scenarios the targets name).
+                if matches!(s, Scenario::ZcPipe | Scenario::ZcSwitch) {
+                    add(s, HostMode::KloopInline);
+                    if !quick {
+                        add(s, HostMode::DirectInline);
+                    }
                 }
             }
             // The stack: the frame-per-call device has no batch (one at 1); the batched

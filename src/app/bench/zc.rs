@@ -15,7 +15,7 @@ use crate::model::vm::Vm;
 use crate::nm::Slot;
 use crate::platform::sim::SimPlatform;
 use crate::ring;
-use crate::scheme::host::{HostConfig, HostKernel, Snapshot};
+use crate::scheme::host::{Doorbell, HostConfig, HostKernel, Snapshot};
 use crate::scheme::Daemon;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -100,7 +100,7 @@ impl Nic {
     /// A VM (`n`: 0 for A, 1 for B) whose NIC sits on `port` in host mode `mode`.
     pub(super) fn new(port: Arc<NmPort>, mode: HostMode, n: usize) -> Result<Self, BenchError> {
         let vm = Vm::with_first_slot(64, 3 + n as u8).map_err(setup("vm"))?;
-        let kloop = mode == HostMode::Kloop;
+        let (kloop, transport) = (mode.kloop(), mode.transport());
         let netdev =
             Netdev { port: Some(port), passthrough: true, kloop_tx: kloop, kloop_rx: kloop };
         let cfg = PtnetConfig { mac: Some(MACS[n]), ..PtnetConfig::default() };
@@ -108,11 +108,11 @@ impl Nic {
         let slot = vm.slot_of(&dev).ok_or(BenchError::Setup("no ptnet slot".into()))?;
         let mut plat = SimPlatform::new(vm, slot);
         let nic = Ptnet::attach(&mut plat, DriverConfig::default()).map_err(setup("attach"))?;
-        let irq = plat.vm().irq().clone();
+        let (wake, sleep) = plat.doorbell();
         let k = HostKernel::spawn(
             Daemon::new(plat, nic),
-            Arc::new(move || irq.wake()),
-            HostConfig::default(),
+            Doorbell { wake, sleep },
+            HostConfig { transport, ..HostConfig::default() },
         );
         Ok(Self { dev, k })
     }
