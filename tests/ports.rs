@@ -281,3 +281,68 @@ fn pipe_counts_and_taps_whole_chains() {
     b.set_tap(None);
     let _ = std::fs::remove_file(&path);
 }
+
+/// The switch forwards a TX walk as a batch, as VALE's `nm_bdg_flush` does: every frame of the
+/// walk reaches the destination ring, which is notified once per walk, not once per frame; a
+/// single `forward` still notifies at once. The address cache follows a station that moves.
+#[test]
+fn switch_notifies_each_destination_once_per_batch() {
+    use ptnetd::model::port::PortListener;
+    use ptnetd::nm::Slot;
+    use std::sync::atomic::AtomicU64;
+    #[derive(Default)]
+    struct Count(AtomicU64);
+    impl PortListener for Count {
+        fn on_rx(&self, _ring: u32) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn on_tx(&self, _ring: u32) {}
+    }
+    let sw = Switch::new("batch");
+    let (a, b, c) = (lone(31), lone(32), lone(33));
+    let (na, nb) = (sw.attach_port(&a), sw.attach_port(&b));
+    let nc = sw.attach_port(&c);
+    let (heard_b, heard_c) = (Arc::new(Count::default()), Arc::new(Count::default()));
+    b.set_listener(Some(heard_b.clone()));
+    c.set_listener(Some(heard_c.clone()));
+    // B and C make themselves known (make_frame(dst, src, ..)): each flood reaches the other.
+    let hello = |dst, src| make_frame(dst, src, 0, 60);
+    sw.forward(nb, 0, 0, &ptnetd::model::port::Frame::Bytes(&hello(A, B)));
+    assert_eq!(heard_c.0.load(Ordering::Relaxed), 1, "a single forward notifies at once");
+    sw.forward(nc, 0, 0, &ptnetd::model::port::Frame::Bytes(&hello(A, [2, 0, 0, 0, 2, 0xc])));
+    let (b0, c0) = (heard_b.0.load(Ordering::Relaxed), heard_c.0.load(Ordering::Relaxed));
+    let (rb0, rc0) =
+        (b.stats.rx_frames.load(Ordering::Relaxed), c.stats.rx_frames.load(Ordering::Relaxed));
+    // One walk of 100 frames from A: 60 to B, 40 to C.
+    let mut hr = a.tx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let mut at = hr.kring.hwcur;
+    for seq in 0..100u64 {
+        let dst = if seq % 5 < 3 { B } else { [2, 0, 0, 0, 2, 0xc] };
+        let f = make_frame(dst, A, seq, 60);
+        let idx = hr.view.slot(at).buf_idx;
+        let off = a.mem().buf_offset(idx).unwrap();
+        a.mem().region().write_bytes(off, &f).unwrap();
+        hr.view.set_slot(at, Slot { buf_idx: idx, len: 60, flags: 0 });
+        at = (at + 1) % n;
+    }
+    hr.kring.rhead = at;
+    a.txsync(&mut hr).unwrap();
+    drop(hr);
+    assert_eq!(b.stats.rx_frames.load(Ordering::Relaxed), rb0 + 60);
+    assert_eq!(c.stats.rx_frames.load(Ordering::Relaxed), rc0 + 40);
+    assert_eq!(heard_b.0.load(Ordering::Relaxed), b0 + 1, "B notified once for 60 frames");
+    assert_eq!(heard_c.0.load(Ordering::Relaxed), c0 + 1, "C notified once for 40 frames");
+    // B moves to C's port: frames for B now reach C.
+    sw.forward(nc, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(A, B, 1, 60)));
+    assert_eq!(sw.lookup(&B), Some(nc));
+    let rb = b.stats.rx_frames.load(Ordering::Relaxed);
+    sw.forward(na, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(B, A, 2, 60)));
+    assert_eq!(c.stats.rx_frames.load(Ordering::Relaxed), rc0 + 40 + 1, "C got B's frame");
+    assert_eq!(b.stats.rx_frames.load(Ordering::Relaxed), rb, "not B's old port");
+}
+
+fn lone(mem_id: u16) -> Arc<NmPort> {
+    let mem = Arc::new(NetmapMemory::new(mem_id, MemConfig::for_ports(1, 2, 256, 64)).unwrap());
+    NmPort::new(mem, &PortSpec::new("lone", 1, 256)).unwrap()
+}

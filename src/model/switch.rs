@@ -18,7 +18,7 @@
 
 use super::notify::Notifier;
 use super::offload;
-use super::port::{DeliverError, Frame, HostRing, NmPort, PortError, TxBackend};
+use super::port::{Frame, HostRing, NmPort, PortError, TxBackend};
 use crate::ring;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,15 @@ pub trait SwitchEndpoint: Send + Sync {
     /// Called with the switch's lock held: it must not call back into the switch (that
     /// deadlocks); an endpoint that answers queues the frame and forwards from its own thread.
     fn receive(&self, ring_hint: u32, frame: &Frame<'_>) -> bool;
+    /// [`SwitchEndpoint::receive`] inside a batch: the notification of the endpoint's user may
+    /// wait for [`SwitchEndpoint::flush`] (VALE notifies each destination ring once per
+    /// forwarded batch, not per frame). The default notifies at once.
+    fn receive_quiet(&self, ring_hint: u32, frame: &Frame<'_>) -> bool {
+        self.receive(ring_hint, frame)
+    }
+    /// The end of a batch that delivered to this endpoint on `ring_hint` with
+    /// [`SwitchEndpoint::receive_quiet`].
+    fn flush(&self, _ring_hint: u32) {}
 }
 
 impl SwitchEndpoint for NmPort {
@@ -43,14 +52,19 @@ impl SwitchEndpoint for NmPort {
     /// not taken back yet (no kick is asked while the ring is not full), and taking them back
     /// signals [`Switch::space`] for a sender that offers the frame again.
     fn receive(&self, ring_hint: u32, frame: &Frame<'_>) -> bool {
-        match self.deliver(ring_hint, frame) {
-            Ok(()) => true,
-            Err(DeliverError::NoSpace) => {
-                self.notify_rx(ring_hint % self.num_rx_rings().max(1));
-                false
-            }
-            Err(_) => false,
-        }
+        let ok = self.receive_quiet(ring_hint, frame);
+        self.flush(ring_hint);
+        ok
+    }
+    /// Delivers without notifying; the flush at the end of the batch notifies (also after a
+    /// refusal for lack of room, see above).
+    fn receive_quiet(&self, ring_hint: u32, frame: &Frame<'_>) -> bool {
+        let r = ring_hint % self.num_rx_rings().max(1);
+        let Some(mut hr) = self.rx_ring(r) else { return false };
+        self.deliver_locked(&mut hr, frame).is_ok()
+    }
+    fn flush(&self, ring_hint: u32) {
+        self.notify_rx(ring_hint % self.num_rx_rings().max(1));
     }
 }
 
@@ -74,6 +88,12 @@ struct State {
     macs: HashMap<[u8; 6], usize>,
     scratch: Vec<u8>,
     out: Vec<Vec<u8>>,
+    /// Ports delivered to (quietly) since the last flush.
+    touched: Vec<usize>,
+    /// The last address learnt and the last unicast lookup, `(mac, port)`: a batch of frames
+    /// of one flow hashes neither again (the table is consulted only when they change).
+    last_learnt: Option<([u8; 6], usize)>,
+    last_lookup: Option<([u8; 6], usize)>,
 }
 
 /// The switch.
@@ -101,15 +121,24 @@ struct SwitchPort {
 }
 
 impl TxBackend for SwitchPort {
+    /// Forwards the whole walk under one switch lock; each destination is notified once at
+    /// the end (VALE's `nm_bdg_flush`).
     fn transmit(&self, port: &NmPort, hr: &mut HostRing) -> Result<(), PortError> {
         let id = hr.id;
-        let sw = self.sw.upgrade();
-        port.for_each_tx_frame(hr, |f, _| {
-            if let Some(sw) = &sw {
-                sw.forward(self.no, port.vnet_hdr_len(), id, f);
+        match self.sw.upgrade() {
+            Some(sw) => {
+                let mut guard = sw.lock();
+                let hdr = port.vnet_hdr_len();
+                port.for_each_tx_frame(hr, |f, _| {
+                    sw.forward_locked(&mut guard, self.no, hdr, id, f);
+                    true
+                });
+                sw.flush_locked(&mut guard, id);
             }
-            true
-        });
+            None => {
+                port.for_each_tx_frame(hr, |_, _| true);
+            }
+        }
         hr.kring.hwtail = ring::prev(hr.kring.hwcur, hr.kring.num_slots);
         Ok(())
     }
@@ -136,6 +165,9 @@ impl Switch {
                 macs: HashMap::new(),
                 scratch: Vec::new(),
                 out: Vec::new(),
+                touched: Vec::new(),
+                last_learnt: None,
+                last_lookup: None,
             }),
             stats: SwitchStats::default(),
             space: Arc::new(Notifier::new()),
@@ -172,6 +204,8 @@ impl Switch {
             *p = None;
         }
         s.macs.retain(|_, p| *p != no);
+        s.last_learnt = None;
+        s.last_lookup = None;
     }
 
     /// The switch's name.
@@ -198,6 +232,30 @@ impl Switch {
         ring_hint: u32,
         frame: &Frame<'_>,
     ) -> usize {
+        let mut guard = self.lock();
+        let n = self.forward_locked(&mut guard, src, src_hdr_len, ring_hint, frame);
+        self.flush_locked(&mut guard, ring_hint);
+        n
+    }
+
+    /// Notifies every port delivered to since the last flush, once.
+    fn flush_locked(&self, s: &mut State, ring_hint: u32) {
+        for no in s.touched.drain(..) {
+            if let Some(Some(ep)) = s.ports.get(no) {
+                ep.flush(ring_hint);
+            }
+        }
+    }
+
+    /// [`Switch::forward`] with the lock held and the notifications left to the flush.
+    fn forward_locked(
+        &self,
+        s: &mut State,
+        src: usize,
+        src_hdr_len: u32,
+        ring_hint: u32,
+        frame: &Frame<'_>,
+    ) -> usize {
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         let mut eth = [0u8; 12];
         if frame.read_at(src_hdr_len as usize, &mut eth) < 12 {
@@ -206,12 +264,22 @@ impl Switch {
         }
         let dst: [u8; 6] = eth[..6].try_into().unwrap_or_default();
         let smac: [u8; 6] = eth[6..].try_into().unwrap_or_default();
-        let mut guard = self.lock();
-        let s = &mut *guard;
-        if smac[0] & 1 == 0 {
-            s.macs.insert(smac, src);
+        if smac[0] & 1 == 0 && s.last_learnt != Some((smac, src)) {
+            if s.macs.insert(smac, src) != Some(src) {
+                s.last_lookup = None; // the table changed
+            }
+            s.last_learnt = Some((smac, src));
         }
-        let target = if dst[0] & 1 == 0 { s.macs.get(&dst).copied() } else { None };
+        let target = if dst[0] & 1 != 0 {
+            None
+        } else if let Some((m, p)) = s.last_lookup.filter(|(m, _)| *m == dst) {
+            debug_assert_eq!(m, dst);
+            Some(p)
+        } else {
+            let t = s.macs.get(&dst).copied();
+            s.last_lookup = t.map(|p| (dst, p));
+            t
+        };
         let mut delivered = 0;
         match target {
             Some(t) if t == src => {}
@@ -219,6 +287,7 @@ impl Switch {
                 self.stats.unicast.fetch_add(1, Ordering::Relaxed);
                 if let Some(ep) = s.ports.get(t).cloned().flatten() {
                     delivered += self.deliver_one(s, &ep, src_hdr_len, ring_hint, frame);
+                    Self::touch(s, t);
                 }
             }
             None => {
@@ -229,11 +298,18 @@ impl Switch {
                     }
                     if let Some(ep) = s.ports[i].clone() {
                         delivered += self.deliver_one(s, &ep, src_hdr_len, ring_hint, frame);
+                        Self::touch(s, i);
                     }
                 }
             }
         }
         delivered
+    }
+
+    fn touch(s: &mut State, no: usize) {
+        if !s.touched.contains(&no) {
+            s.touched.push(no);
+        }
     }
 
     fn deliver_one(
@@ -246,7 +322,7 @@ impl Switch {
     ) -> usize {
         let dst_len = ep.hdr_len();
         if dst_len == src_len {
-            return self.count(ep.receive(ring_hint, frame));
+            return self.count(ep.receive_quiet(ring_hint, frame));
         }
         s.scratch.clear();
         frame.gather(&mut s.scratch);
@@ -264,7 +340,7 @@ impl Switch {
         match res {
             Ok(_) => {
                 for o in outs.iter().take(n_out) {
-                    ok += self.count(ep.receive(ring_hint, &Frame::Bytes(o)));
+                    ok += self.count(ep.receive_quiet(ring_hint, &Frame::Bytes(o)));
                 }
             }
             Err(e) => {
