@@ -89,32 +89,52 @@ impl RingView {
     }
 
     fn slot_off(&self, i: u32) -> usize {
-        RING_HDR_SIZE + SLOT_SIZE * (i % self.num_slots) as usize
+        // The division only for an index out of range (callers pass in-range indices).
+        let i = if i < self.num_slots { i } else { i % self.num_slots };
+        RING_HDR_SIZE + SLOT_SIZE * i as usize
     }
 
-    /// Reads slot `i` (taken modulo N, so a bad index cannot leave the ring).
+    /// Reads slot `i` (taken modulo N, so a bad index cannot leave the ring): `buf_idx`, `len`
+    /// and `flags` are the slot's first 8 bytes, read as one 64-bit load (one bounds check; the
+    /// three values are of one moment), or field by field if the ring is not 8-aligned.
     pub fn slot(&self, i: u32) -> Slot {
+        const _: () = assert!(SLOT_BUF_IDX == 0 && SLOT_LEN == 4 && SLOT_FLAGS == 6);
         let o = self.slot_off(i);
-        Slot {
-            buf_idx: self.r.load_u32(o + SLOT_BUF_IDX),
-            len: self.r.load_u16(o + SLOT_LEN),
-            flags: self.r.load_u16(o + SLOT_FLAGS),
+        match self.r.try_load_u64(o) {
+            Ok(v) => {
+                let b = v.to_ne_bytes();
+                Slot {
+                    buf_idx: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+                    len: u16::from_ne_bytes([b[4], b[5]]),
+                    flags: u16::from_ne_bytes([b[6], b[7]]),
+                }
+            }
+            Err(_) => Slot {
+                buf_idx: self.r.load_u32(o + SLOT_BUF_IDX),
+                len: self.r.load_u16(o + SLOT_LEN),
+                flags: self.r.load_u16(o + SLOT_FLAGS),
+            },
         }
     }
 
-    /// Writes slot `i` (modulo N); `ptr` is left alone.
+    /// Writes slot `i` (modulo N) as one 64-bit store of its first 8 bytes (field by field if
+    /// the ring is not 8-aligned); `ptr` is left alone.
     pub fn set_slot(&self, i: u32, s: Slot) {
         let o = self.slot_off(i);
-        self.r.store_u32(o + SLOT_BUF_IDX, s.buf_idx);
-        self.r.store_u16(o + SLOT_LEN, s.len);
-        self.r.store_u16(o + SLOT_FLAGS, s.flags);
+        let (b, l, f) = (s.buf_idx.to_ne_bytes(), s.len.to_ne_bytes(), s.flags.to_ne_bytes());
+        let v = u64::from_ne_bytes([b[0], b[1], b[2], b[3], l[0], l[1], f[0], f[1]]);
+        if self.r.try_store_u64(o, v).is_err() {
+            self.r.store_u32(o + SLOT_BUF_IDX, s.buf_idx);
+            self.r.store_u16(o + SLOT_LEN, s.len);
+            self.r.store_u16(o + SLOT_FLAGS, s.flags);
+        }
     }
 
-    /// Writes slot `i`'s `len` and `flags` only.
+    /// Writes slot `i`'s `len` and `flags` only (one 32-bit store).
     pub fn set_len_flags(&self, i: u32, len: u16, flags: u16) {
         let o = self.slot_off(i);
-        self.r.store_u16(o + SLOT_LEN, len);
-        self.r.store_u16(o + SLOT_FLAGS, flags);
+        let (l, f) = (len.to_ne_bytes(), flags.to_ne_bytes());
+        self.r.store_u32(o + SLOT_LEN, u32::from_ne_bytes([l[0], l[1], f[0], f[1]]));
     }
 
     /// Writes slot `i`'s `ptr` field.
@@ -300,6 +320,28 @@ mod tests {
         assert!(RingView::with_slots(&mem, 1).is_err());
         mem.store_u32(RING_NUM_SLOTS, u32::MAX);
         assert!(RingView::new(&mem).is_err(), "a hostile num_slots is refused");
+    }
+
+    /// Slots are read and written as one 64-bit access (fields in netmap's order, `ptr`
+    /// untouched), and field by field on a ring that is only 4-aligned.
+    #[test]
+    fn slot_access_whole_and_on_a_4_aligned_ring() {
+        let mem = Region::alloc(ring_size(8) + 8).unwrap();
+        for base in [0usize, 4] {
+            let r = mem.sub(base, ring_size(8)).unwrap();
+            let v = RingView::with_slots(&r, 8).unwrap();
+            let o = 256 + 3 * 16;
+            r.store_u32(o + 8, 0x5566_7788); // ptr, as two 32-bit halves (4-aligned)
+            r.store_u32(o + 12, 0x1122_3344);
+            v.set_slot(3, Slot { buf_idx: 0xdead_beef, len: 1514, flags: NS_MOREFRAG | 0x100 });
+            assert_eq!(r.load_u32(o), 0xdead_beef, "base {base}");
+            assert_eq!(r.load_u16(o + 4), 1514);
+            assert_eq!(r.load_u16(o + 6), NS_MOREFRAG | 0x100);
+            assert_eq!((r.load_u32(o + 8), r.load_u32(o + 12)), (0x5566_7788, 0x1122_3344));
+            v.set_len_flags(3, 60, 0);
+            assert_eq!(v.slot(3), Slot { buf_idx: 0xdead_beef, len: 60, flags: 0 });
+            assert_eq!(v.slot(11), v.slot(3), "modulo N");
+        }
     }
 
     #[test]

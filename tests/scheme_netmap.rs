@@ -537,3 +537,50 @@ fn blocked_clients_are_woken_by_events_in_both_host_modes() {
         assert_eq!(s.bad_syncs, 0, "{mode}: {s:?}");
     }
 }
+
+/// M6: a readiness check syncs (and so may kick) only a ring whose interrupt fired, or at a new
+/// subscription. In kloop mode a TX client waits while the peer's RX ring is full: the host
+/// loop has nothing to do until the peer releases, so the daemon's other batches (200 `INFO`
+/// calls here) must not kick it; the peer's release then wakes the client by its event.
+#[test]
+fn readiness_checks_kick_only_after_an_interrupt() {
+    use ptnetd::scheme::host::Transport;
+    let (a, b) = pair_on(true, Transport::Ipc, 1, 64, 2048);
+    let (oa, ob) = (os(&a), os(&b));
+    let mut tx = port(&oa, "0/T");
+    let rx = port(&ob, "0/R"); // bound, reads only at the end
+    let (mut sent, t0) = (0u64, std::time::Instant::now());
+    let short = std::time::Duration::from_millis(100);
+    loop {
+        assert!(t0.elapsed() < T, "A's ring never stayed full");
+        let ring = tx.tx_ring(0).unwrap();
+        while ring.push(&frame(1, 2, sent, 60)).unwrap() {
+            sent += 1;
+        }
+        tx.txsync().unwrap();
+        if tx.tx_ring(0).unwrap().space() == 0
+            && tx.wait(EventFlags::EVENT_WRITE, short).unwrap().is_empty()
+        {
+            break; // subscribed, and no room came within 100 ms: B's ring is full
+        }
+    }
+    let kicks = |v: &Vm1| v.dev.counters(0).unwrap().kicks;
+    let k0 = kicks(&a);
+    let h = a.k.open(NM, "0/R", O_RDWR, 0).unwrap(); // another handle of A's daemon
+    for _ in 0..200 {
+        assert_eq!(a.k.call(NM, h, &mut [0u8; 80], &[OP_INFO]).unwrap(), INFO_LEN);
+    }
+    assert_eq!(kicks(&a) - k0, 0, "batches without an interrupt kicked the idle host loop");
+    // B reads everything: A's host loop moves the rest, its interrupt wakes A.
+    let mut buf = [0u8; 128];
+    let mut got = 0u64;
+    while got < sent {
+        assert!(t0.elapsed() < T, "received {got} of {sent}");
+        rx.rxsync().unwrap();
+        while let Some(n) = rx.rx_ring(0).unwrap().pop(&mut buf).unwrap() {
+            assert_eq!(&buf[..n], &frame(1, 2, got, 60)[..]);
+            got += 1;
+        }
+    }
+    assert_eq!(tx.wait(EventFlags::EVENT_WRITE, T).unwrap(), EventFlags::EVENT_WRITE);
+}

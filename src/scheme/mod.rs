@@ -146,6 +146,9 @@ pub struct Daemon<P: Platform> {
     owners: Vec<Owner>,
     stack: network::StackState,
     stats: SchemeStats,
+    /// Rings whose interrupts were taken since the last end of batch (bit i: ring i; the
+    /// polling fallback sets all): the rings a readiness check may sync (netmap.md M6).
+    signalled: u64,
 }
 
 impl<P: Platform> fmt::Debug for Daemon<P> {
@@ -167,6 +170,7 @@ impl<P: Platform> Daemon<P> {
             owners,
             stack,
             stats: SchemeStats::default(),
+            signalled: 0,
         }
     }
 
@@ -257,7 +261,9 @@ impl<P: Platform> Daemon<P> {
     /// Takes pending interrupts (or, with `poll`, treats every ring as signalled); returns the
     /// mask of rings whose host indices may have moved.
     pub fn take_interrupts(&mut self, poll: bool) -> u64 {
-        self.nic.take_interrupts(poll)
+        let m = self.nic.take_interrupts(poll);
+        self.signalled |= m;
+        m
     }
 
     /// End of a batch of requests (scheme-spec N5, N8, M6): publishes the stack's frames and
@@ -266,6 +272,7 @@ impl<P: Platform> Daemon<P> {
         network::flush(self);
         network::events(self, events);
         netmap::events(self, events);
+        self.signalled = 0;
         self.stats.events += events.len() as u64;
     }
 }

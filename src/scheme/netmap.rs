@@ -222,17 +222,21 @@ fn sync_all<P: Platform>(d: &mut Daemon<P>, ids: Range<u32>, tx: bool) -> Result
 }
 
 /// Readiness of a binding now (M6): frames to read on a bound RX ring, space on a bound TX ring.
-/// A ring that does not look ready after a tail sync gets netmap's poll
-/// ([`Ptnet::poll_sync`]: a kick if the host wants one, then the tail again), as `poll` does
-/// in netmap: in direct mode the host moves nothing without a kick.
-fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
+/// A ring in `signalled` (bit i: ring i) that does not look ready after a tail sync gets
+/// netmap's poll ([`Ptnet::poll_sync`]: a kick if the host wants one, then the tail again): in
+/// direct mode an interrupt reports a backend event and the host moves nothing without a kick.
+/// Other rings are not synced: after the client's own sync the host already had its kick, and
+/// in kloop mode an interrupt comes after the indices moved, so a kick there only wakes a loop
+/// that has nothing to do (the ring it feeds is full).
+fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch, signalled: u64) -> EventFlags {
     let t = d.nic.info().tx_rings;
+    let polled = |i: u32| i >= 64 || signalled >> i & 1 != 0;
     let mut f = EventFlags::empty();
     if b.events.contains(EventFlags::EVENT_READ) {
         let frames = |d: &Daemon<P>, i| d.nic.ring(i).is_some_and(|r| r.k.rhead != r.k.rtail);
         for k in b.rx.clone() {
             let _ = d.nic.sync_tail(t + k);
-            if !frames(d, t + k) {
+            if !frames(d, t + k) && polled(t + k) {
                 let _ = d.nic.poll_sync(t + k);
             }
             if frames(d, t + k) {
@@ -246,7 +250,7 @@ fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
         };
         for k in b.tx.clone() {
             let _ = d.nic.sync_tail(k);
-            if !room(d, k) {
+            if !room(d, k) && polled(k) {
                 let _ = d.nic.poll_sync(k);
             }
             if room(d, k) {
@@ -260,7 +264,7 @@ fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
 /// Arms the interrupts of the rings a subscribed handle waits on, then re-checks (the
 /// re-arm-then-re-check of ptnet.md §5.4 rule 3: work that arrived before the arm is seen now,
 /// work after it raises an interrupt).
-fn arm_and_check<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
+fn arm_and_check<P: Platform>(d: &mut Daemon<P>, b: &Watch, signalled: u64) -> EventFlags {
     let t = d.nic.info().tx_rings;
     if b.events.contains(EventFlags::EVENT_READ) {
         for k in b.rx.clone() {
@@ -272,7 +276,7 @@ fn arm_and_check<P: Platform>(d: &mut Daemon<P>, b: &Watch) -> EventFlags {
             let _ = d.nic.set_interrupts(i, true);
         }
     }
-    ready(d, b)
+    ready(d, b, signalled)
 }
 
 /// Events to post to subscribed netmap handles (M6).
@@ -286,7 +290,7 @@ pub(crate) fn events<P: Platform>(d: &mut Daemon<P>, out: &mut Vec<(Which, usize
         })
         .collect();
     for (id, b) in subs {
-        let f = arm_and_check(d, &b);
+        let f = arm_and_check(d, &b, d.signalled);
         if !f.is_empty() {
             out.push((Which::Netmap, id, f.bits()));
         }
@@ -415,7 +419,7 @@ impl<P: Platform> SchemeSync for NetmapView<'_, P> {
         if let Some(Handle::Netmap(h)) = self.0.handles.get_mut(&id) {
             h.events = want;
         }
-        Ok(arm_and_check(self.0, &w))
+        Ok(arm_and_check(self.0, &w, u64::MAX)) // a new subscription: netmap's poll on all
     }
 
     fn read(&mut self, id: usize, _: &mut [u8], _: u64, _: u32, _: &CallerCtx) -> Result<usize> {
