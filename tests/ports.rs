@@ -340,6 +340,19 @@ fn switch_notifies_each_destination_once_per_batch() {
     sw.forward(na, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(B, A, 2, 60)));
     assert_eq!(c.stats.rx_frames.load(Ordering::Relaxed), rc0 + 40 + 1, "C got B's frame");
     assert_eq!(b.stats.rx_frames.load(Ordering::Relaxed), rb, "not B's old port");
+    // An unknown destination floods; once it is learnt (the cached miss is dropped) it does not.
+    let z = [2, 0, 0, 0, 2, 0xd];
+    let rx = |p: &NmPort| p.stats.rx_frames.load(Ordering::Relaxed);
+    let (a1, b1, c1) = (rx(&a), rx(&b), rx(&c));
+    sw.forward(na, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(z, A, 3, 60)));
+    sw.forward(na, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(z, A, 4, 60)));
+    assert_eq!((rx(&b), rx(&c)), (b1 + 2, c1 + 2), "flooded while unknown");
+    // z appears on B's port with a frame to itself: learnt there, so not forwarded at all
+    // (a stale cached miss would flood it).
+    sw.forward(nb, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(z, z, 5, 60)));
+    assert_eq!((rx(&a), rx(&b), rx(&c)), (a1, b1 + 2, c1 + 2), "learnt, not flooded");
+    sw.forward(na, 0, 0, &ptnetd::model::port::Frame::Bytes(&make_frame(z, A, 6, 60)));
+    assert_eq!((rx(&b), rx(&c)), (b1 + 3, c1 + 2), "unicast to B's port once learnt");
 }
 
 fn lone(mem_id: u16) -> Arc<NmPort> {

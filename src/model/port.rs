@@ -456,6 +456,7 @@ impl NmPort {
     }
 
     /// `true` while a tap is installed.
+    #[inline]
     fn tapped(&self) -> bool {
         self.has_tap.load(Ordering::Acquire)
     }
@@ -587,7 +588,9 @@ impl NmPort {
             }
             let len = frame.len() as u64;
             bytes += len;
-            self.record(&frame);
+            if self.tapped() {
+                self.record(&frame);
+            }
             hr.kring.hwcur = i;
             sent += 1;
         }
@@ -679,7 +682,9 @@ impl NmPort {
         hr.kring.hwtail = i;
         self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
         self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        self.record(frame);
+        if self.tapped() {
+            self.record(frame);
+        }
         Ok(())
     }
 

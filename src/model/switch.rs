@@ -93,7 +93,7 @@ struct State {
     /// The last address learnt and the last unicast lookup, `(mac, port)`: a batch of frames
     /// of one flow hashes neither again (the table is consulted only when they change).
     last_learnt: Option<([u8; 6], usize)>,
-    last_lookup: Option<([u8; 6], usize)>,
+    last_lookup: Option<([u8; 6], Option<usize>)>,
 }
 
 /// The switch.
@@ -272,12 +272,11 @@ impl Switch {
         }
         let target = if dst[0] & 1 != 0 {
             None
-        } else if let Some((m, p)) = s.last_lookup.filter(|(m, _)| *m == dst) {
-            debug_assert_eq!(m, dst);
-            Some(p)
+        } else if let Some((_, t)) = s.last_lookup.filter(|(m, _)| *m == dst) {
+            t // a miss is cached too: a destination not learnt yet floods, as before
         } else {
             let t = s.macs.get(&dst).copied();
-            s.last_lookup = t.map(|p| (dst, p));
+            s.last_lookup = Some((dst, t));
             t
         };
         let mut delivered = 0;
