@@ -41,6 +41,7 @@ pub mod frame;
 pub mod inet;
 pub mod logger;
 pub mod nm;
+pub mod notify;
 pub mod platform;
 pub mod ring;
 pub mod scheme;

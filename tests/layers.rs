@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Shared low modules: both sides may use them.
-const LOW: &[&str] = &["abi", "shm", "ring", "csb", "nm", "frame", "inet"];
+const LOW: &[&str] = &["abi", "shm", "ring", "csb", "nm", "frame", "inet", "notify"];
 
 /// (folder or file under `src/`, extra modules allowed besides [`LOW`]). The first rule that
 /// matches a file applies.
@@ -22,6 +22,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("nm.rs", &[]),
     ("frame.rs", &[]),
     ("inet.rs", &[]),
+    ("notify.rs", &[]),
     ("logger.rs", &[]),
     ("platform/sim.rs", &["platform", "model"]),
     ("platform", &["platform"]),
@@ -232,7 +233,7 @@ fn violations() -> (Vec<String>, usize, BTreeSet<String>) {
 fn the_host_side_never_uses_the_guest_side_and_each_layer_only_lower_ones() {
     let (bad, model_files, model_uses) = violations();
     assert!(bad.is_empty(), "layering broken:\n  {}", bad.join("\n  "));
-    assert!(model_files >= 20, "the scan found the model's files: {model_files}");
+    assert!(model_files >= 19, "the scan found the model's files: {model_files}");
     for m in ["abi", "shm", "frame", "model"] {
         assert!(model_uses.contains(m), "the scan sees what the model does use: {model_uses:?}");
     }

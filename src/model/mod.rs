@@ -32,7 +32,7 @@ pub mod hostile;
 pub mod kloop;
 pub mod memdev;
 pub mod memory;
-pub mod notify;
+pub use crate::notify; // the wake-up primitive lives below every layer (src/notify.rs)
 pub mod offload;
 pub mod pcap;
 pub mod pci;
