@@ -18,12 +18,12 @@
 use super::server::Server;
 use super::{Daemon, SchemeStats, Which};
 use crate::driver::ring::RingStats;
+use crate::notify::Notifier;
 use crate::platform::Platform;
 use crate::shm::Region;
 use redox_scheme::{Request, Response};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use crate::notify::Notifier;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
