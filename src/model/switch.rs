@@ -284,20 +284,13 @@ impl Switch {
             Some(t) if t == src => {}
             Some(t) => {
                 self.stats.unicast.fetch_add(1, Ordering::Relaxed);
-                if let Some(ep) = s.ports.get(t).cloned().flatten() {
-                    delivered += self.deliver_one(s, &ep, src_hdr_len, ring_hint, frame);
-                    Self::touch(s, t);
-                }
+                delivered += self.deliver_to(s, t, src_hdr_len, ring_hint, frame);
             }
             None => {
                 self.stats.flooded.fetch_add(1, Ordering::Relaxed);
                 for i in 0..s.ports.len() {
-                    if i == src {
-                        continue;
-                    }
-                    if let Some(ep) = s.ports[i].clone() {
-                        delivered += self.deliver_one(s, &ep, src_hdr_len, ring_hint, frame);
-                        Self::touch(s, i);
+                    if i != src {
+                        delivered += self.deliver_to(s, i, src_hdr_len, ring_hint, frame);
                     }
                 }
             }
@@ -311,10 +304,28 @@ impl Switch {
         }
     }
 
-    fn deliver_one(
+    /// Delivers `frame` to port `no` (its endpoint borrowed in place: no reference count
+    /// touched per frame) and marks the port for the flush.
+    fn deliver_to(
         &self,
         s: &mut State,
-        ep: &Arc<dyn SwitchEndpoint>,
+        no: usize,
+        src_len: u32,
+        ring_hint: u32,
+        frame: &Frame<'_>,
+    ) -> usize {
+        let State { ports, scratch, out, .. } = s;
+        let Some(Some(ep)) = ports.get(no) else { return 0 };
+        let n = self.deliver_one(scratch, out, ep.as_ref(), src_len, ring_hint, frame);
+        Self::touch(s, no);
+        n
+    }
+
+    fn deliver_one(
+        &self,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+        ep: &dyn SwitchEndpoint,
         src_len: u32,
         ring_hint: u32,
         frame: &Frame<'_>,
@@ -323,11 +334,11 @@ impl Switch {
         if dst_len == src_len {
             return self.count(ep.receive_quiet(ring_hint, frame));
         }
-        s.scratch.clear();
-        frame.gather(&mut s.scratch);
-        let mut outs = std::mem::take(&mut s.out);
+        scratch.clear();
+        frame.gather(scratch);
+        let mut outs = std::mem::take(out);
         let mut n_out = 0;
-        let res = offload::convert(&s.scratch, src_len as usize, dst_len as usize, &mut |b| {
+        let res = offload::convert(scratch, src_len as usize, dst_len as usize, &mut |b| {
             if outs.len() <= n_out {
                 outs.push(Vec::new());
             }
@@ -347,7 +358,7 @@ impl Switch {
                 self.stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        s.out = outs;
+        *out = outs;
         ok.min(1)
     }
 
