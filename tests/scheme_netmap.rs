@@ -584,3 +584,68 @@ fn readiness_checks_kick_only_after_an_interrupt() {
     }
     assert_eq!(tx.wait(EventFlags::EVENT_WRITE, T).unwrap(), EventFlags::EVENT_WRITE);
 }
+
+/// M3.2: the slots handed over are checked across the ring's end (the check walks
+/// `[rhead, N)` then `[0, head)`): a bad slot after the wrap is refused, the ring is
+/// reinitialised, and the same slots with the bad one fixed go through, in order. A chain of
+/// `NETMAP_MAX_FRAGS` or more slots is refused too.
+#[test]
+fn handed_over_slots_are_checked_across_the_ring_end() {
+    use ptnetd::abi::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
+    let (a, b) = pair(1, 256, 2048);
+    let oa = os(&a);
+    let p = port(&oa, "0/T");
+    let db = b.k.open(NET, "", O_RDWR | O_NONBLOCK, 0).unwrap();
+    let mut buf = [0u8; 128];
+    let mut read = |seqs: std::ops::Range<u64>| {
+        for seq in seqs {
+            let t0 = std::time::Instant::now();
+            let n = loop {
+                match b.k.read(NET, db, &mut buf, 0, O_NONBLOCK) {
+                    Ok(n) => break n,
+                    Err(_) => assert!(t0.elapsed() < T, "frame {seq} never came"),
+                }
+            };
+            assert_eq!(&buf[..n], &frame(1, 2, seq, 60)[..], "frame {seq}");
+        }
+    };
+    let r = p.tx_ring(0).unwrap();
+    // Over-long chain: NETMAP_MAX_FRAGS slots with NS_MOREFRAG, then its end.
+    let h0 = r.head();
+    let mut h = h0;
+    for k in 0..=NETMAP_MAX_FRAGS {
+        let s = r.slot(h).unwrap();
+        let more = if k < NETMAP_MAX_FRAGS { NS_MOREFRAG } else { 0 };
+        r.set_slot(h, Slot { buf_idx: s.buf_idx, len: 60, flags: more }).unwrap();
+        h = r.next(h);
+    }
+    r.set_head_cur(h, h);
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)), "over-long chain");
+    assert_eq!(r.head(), h0, "reinitialised");
+    for k in 0..250u64 {
+        assert!(r.push(&frame(1, 2, k, 60)).unwrap());
+    }
+    p.txsync().unwrap();
+    read(0..250);
+    // rhead is now 250 of 256: hand over 250..255 and 0..2 with slot 1 bad.
+    let t0 = std::time::Instant::now();
+    while r.space() < 20 {
+        assert!(t0.elapsed() < T, "TX slots never completed");
+        p.txsync().unwrap();
+    }
+    let h0 = r.head();
+    assert_eq!(h0, 250);
+    for k in 0..9u64 {
+        assert!(r.push(&frame(1, 2, 250 + k, 60)).unwrap());
+    }
+    assert_eq!(r.head(), 3, "wrapped");
+    let good = r.slot(1).unwrap();
+    r.set_slot(1, Slot { buf_idx: 1, ..good }).unwrap();
+    assert_eq!(p.txsync(), Err(ClientError::Errno(EINVAL)), "bad slot after the wrap");
+    assert_eq!(r.head(), h0, "reinitialised");
+    r.set_slot(1, good).unwrap();
+    r.set_head_cur(3, 3);
+    p.txsync().unwrap();
+    read(250..259);
+    assert_eq!(a.k.snapshot().scheme.bad_syncs, 2);
+}

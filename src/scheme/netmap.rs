@@ -155,22 +155,29 @@ fn validate<P: Platform>(d: &Daemon<P>, i: u32, tx: bool) -> std::result::Result
     if !order {
         return Err(Bad::Indices { head, cur });
     }
+    // The slots [rhead, head) in at most two runs without wrap-around; per slot one copy (the
+    // value checked is the value judged), a range check of the buffer index, the length (TX)
+    // and the chain's length so far (TX).
+    let (buf_num, buf_size) = (info.buf_num, info.buf_size);
+    let max_len = if tx { buf_size } else { u32::MAX };
+    let runs = if k.rhead <= head { [(k.rhead, head), (0, 0)] } else { [(k.rhead, n), (0, head)] };
     let mut frags = 0usize;
-    let mut h = k.rhead;
-    while h != head {
-        let s = r.view.slot(h); // one copy per slot: the value checked is the value judged
-        let idx_ok = (2..info.buf_num).contains(&s.buf_idx);
-        if !idx_ok || (tx && s.len as u32 > info.buf_size) {
-            return Err(Bad::Slot { at: h, buf_idx: s.buf_idx, len: s.len });
-        }
-        if tx {
-            frags = if s.flags & NS_MOREFRAG != 0 { frags + 1 } else { 0 };
-            let last = ring::next(h, n) == head;
-            if frags >= NETMAP_MAX_FRAGS || (last && frags > 0) {
-                return Err(Bad::Chain { at: h });
+    for (from, to) in runs {
+        for h in from..to {
+            let s = r.view.slot(h);
+            if s.buf_idx < 2 || s.buf_idx >= buf_num || s.len as u32 > max_len {
+                return Err(Bad::Slot { at: h, buf_idx: s.buf_idx, len: s.len });
+            }
+            if tx {
+                frags = if s.flags & NS_MOREFRAG != 0 { frags + 1 } else { 0 };
+                if frags >= NETMAP_MAX_FRAGS {
+                    return Err(Bad::Chain { at: h });
+                }
             }
         }
-        h = ring::next(h, n);
+    }
+    if frags > 0 {
+        return Err(Bad::Chain { at: ring::prev(head, n) }); // the last slot handed over goes on
     }
     Ok((head, cur))
 }
