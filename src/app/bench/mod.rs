@@ -637,8 +637,13 @@ mod tests {
         for s in Scenario::ALL {
             assert!(p.iter().any(|c| c.scenario == s), "{s} missing");
         }
+        for m in HostMode::PTNET {
+            assert_eq!(HostMode::parse(m.name()), Some(m));
+        }
+        assert_eq!(HostMode::KloopInline.transport(), crate::scheme::host::Transport::Inline);
+        assert!(HostMode::KloopInline.kloop() && !HostMode::DirectInline.kloop());
         for b in BATCHES {
-            for m in [HostMode::Kloop, HostMode::Direct] {
+            for m in HostMode::PTNET {
                 for len in FRAME_LENS {
                     assert!(p.iter().any(|c| c.scenario == Scenario::ZcPipe
                         && c.batch == b
@@ -669,6 +674,10 @@ mod tests {
             tiny(Scenario::ZcPipe, HostMode::Direct, 64, 3000),
             tiny(Scenario::ZcSwitch, HostMode::Kloop, 32, 3000),
             tiny(Scenario::ZcSwitch, HostMode::Direct, 32, 3000),
+            tiny(Scenario::ZcPipe, HostMode::KloopInline, 64, 3000),
+            tiny(Scenario::ZcPipe, HostMode::DirectInline, 64, 3000),
+            tiny(Scenario::ZcSwitch, HostMode::KloopInline, 32, 3000),
+            tiny(Scenario::ZcSwitch, HostMode::DirectInline, 32, 3000),
             tiny(Scenario::StackNetwork, HostMode::Kloop, 1, 1000),
             tiny(Scenario::StackNetwork, HostMode::Direct, 1, 1000),
             tiny(Scenario::StackNetmap, HostMode::Kloop, 32, 3000),
