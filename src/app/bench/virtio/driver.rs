@@ -375,7 +375,7 @@ fn repost(
     for id in hold.drain(..) {
         q.add(id, buf_len, DESC_F_WRITE)?;
     }
-    if q.publish()? {
+    if q.publish()? && link.fault != Some(Fault::NoKick) {
         link.dev_wake.notify();
         st.kicks += 1;
     }

@@ -251,7 +251,8 @@ enum Fault {
     AvailOverrun,
     /// B posts RX buffers too small for a frame.
     ShortRxBuffer,
-    /// A never kicks.
+    /// Neither driver kicks (A's TX kicks alone are not enough: the device serves both queues
+    /// on any wake-up, so B's RX kicks could carry A's frames through, depending on timing).
     NoKick,
     /// The backend drops frame `at`.
     DeviceDrops { at: u64 },
