@@ -83,8 +83,20 @@ fn read_capture(path: &Path) -> Streams {
             continue;
         }
         let off = (tcp.seq_number().0 as u32).wrapping_sub(isn.wrapping_add(1));
-        if let Some(old) = data.insert(off, tcp.payload().to_vec()) {
-            assert_eq!(old, tcp.payload(), "a retransmission with other bytes at offset {off}");
+        // A retransmission may carry more or fewer bytes from the same offset (it can be cut
+        // or coalesced differently); the bytes both copies hold must agree. Keep the longer.
+        let new = tcp.payload();
+        match data.get_mut(&off) {
+            Some(old) => {
+                let n = old.len().min(new.len());
+                assert_eq!(old[..n], new[..n], "a retransmission with other bytes at offset {off}");
+                if new.len() > old.len() {
+                    *old = new.to_vec();
+                }
+            }
+            None => {
+                data.insert(off, new.to_vec());
+            }
         }
     }
     s
@@ -194,20 +206,25 @@ fn main_job_json_and_pcap() {
         .unwrap();
     assert!(plain.status.success());
     assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "", "tshark finds errors");
-    // The stack phase's stream is clean; the mode switch's has the retransmissions of the
-    // frames the zero-copy client took.
-    let flagged = |stream: u32| {
-        let filter = format!(
-            "tcp.stream=={stream} && (tcp.analysis.retransmission || tcp.analysis.lost_segment \
-             || tcp.analysis.out_of_order || tcp.analysis.ack_lost_segment)"
-        );
+    // The stack phase's stream lost nothing on the way (no segment missing from the capture,
+    // none out of order); the mode switch's has the retransmissions of the frames the
+    // zero-copy client took. Retransmissions alone are not counted against the stack phase: on
+    // a loaded machine the receiving application falls behind, its window fills, and the part
+    // of a segment beyond the window is sent again (seen: "Window Full", then a fast
+    // retransmission of the 12 bytes past the window, no frame lost).
+    let flagged = |stream: u32, what: &str| {
+        let filter = format!("tcp.stream=={stream} && ({what})");
         let o = Command::new("tshark").args(["-n", "-r", p, "-Y", &filter]).output().unwrap();
         assert!(o.status.success());
         String::from_utf8_lossy(&o.stdout).lines().count()
     };
-    assert_eq!(flagged(0), 0, "the stack-mode stream has no retransmission or loss");
+    let lost =
+        "tcp.analysis.lost_segment || tcp.analysis.out_of_order || tcp.analysis.ack_lost_segment";
+    assert_eq!(flagged(0, lost), 0, "the stack-mode stream lost no segment");
+    assert_eq!(f(&j, "stack.switch_dropped"), 0.0, "the switch dropped no stack-mode frame");
     let taken = f(&j, "mode_switch.frames_taken") as usize;
-    assert!(taken > 0 && flagged(1) >= 1, "the frames taken at the switch were retransmitted");
+    let resent = flagged(1, &format!("tcp.analysis.retransmission || {lost}"));
+    assert!(taken > 0 && resent >= 1, "the frames taken at the switch were retransmitted");
 }
 
 #[test]

@@ -106,6 +106,8 @@ pub struct StackReport {
     pub frames: u64,
     /// Scheme calls per frame of the two smoltcp devices.
     pub calls_per_frame: f64,
+    /// Frames the switch dropped during the phase (a full ring; TCP's window keeps it at 0).
+    pub switch_dropped: u64,
     /// What the phase cost.
     #[serde(flatten)]
     pub cost: PhaseCost,
@@ -515,6 +517,7 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn Progress) -> Result<SystemRepo
     })
     .map_err(|e| format!("stack phase: {e}"))?;
     let (sent, got, eq, secs) = (o.sent, o.received, o.sha256_match, o.secs);
+    let c1 = Counters::now([&a, &b], &sw);
     rep.stack = StackReport {
         bytes_sent: sent,
         bytes_received: got,
@@ -522,7 +525,8 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn Progress) -> Result<SystemRepo
         mbit_s: got as f64 * 8.0 / secs / 1e6,
         frames,
         calls_per_frame: cpf,
-        cost: c0.cost_until(&Counters::now([&a, &b], &sw)),
+        switch_dropped: c1.switch_dropped - c0.switch_dropped,
+        cost: c0.cost_until(&c1),
         ok: eq && got == cfg.tcp_bytes as u64,
     };
     let s = &rep.stack;
