@@ -605,6 +605,16 @@ pub fn run(cfg: &DemoConfig) -> Result<DemoReport, DemoError> {
         tb.tap(path)?;
     }
     let (t, elapsed) = pump(&mut tb, cfg, dst)?;
+    // The host counts a TX walk's frames after the walk has delivered them, so the receiver
+    // can be done before the sender's counters are: wait (bounded) for every frame put on the
+    // TX ring, and the hello, to be counted.
+    let deadline = Instant::now() + cfg.stall_timeout;
+    while !t.stalled
+        && SideReport::of(&tb.g1, &tb.sw).packets < t.sent + 1
+        && Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
     let drops = tb.drops();
     let (sender, receiver) = (SideReport::of(&tb.g1, &tb.sw), SideReport::of(&tb.g2, &tb.sw));
     let Testbed { sw, tap, g1, g2 } = tb;
