@@ -224,7 +224,10 @@ fn main_job_json_and_pcap() {
     assert_eq!(f(&j, "stack.switch_dropped"), 0.0, "the switch dropped no stack-mode frame");
     let taken = f(&j, "mode_switch.frames_taken") as usize;
     let resent = flagged(1, &format!("tcp.analysis.retransmission || {lost}"));
-    assert!(taken > 0 && resent >= 1, "the frames taken at the switch were retransmitted");
+    assert!(
+        taken > 0 && resent >= 1,
+        "the frames taken at the switch were retransmitted: {taken} taken, {resent} resent"
+    );
 }
 
 #[test]

@@ -596,15 +596,16 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn Progress) -> Result<SystemRepo
     let mut taken = Instant::now();
     let r = tcp_transfer(&a, &b, cfg.switch_bytes, cfg.phase_timeout, &mut |got| {
         progress.update(got as u64);
-        // Taken once a quarter has arrived, given back HOLD later: frames the switch puts on
-        // ring 0 meanwhile go to the client, and TCP retransmits them once the ring is back.
+        // Taken once a quarter has arrived, given back HOLD later once the client has taken
+        // a frame (at most MAX_HOLD later): frames the switch puts on ring 0 meanwhile go to
+        // the client, and TCP retransmits them once the ring is back. On a loaded machine the
+        // first frame can take longer than HOLD to arrive.
         const HOLD: Duration = Duration::from_millis(50);
+        const MAX_HOLD: Duration = Duration::from_secs(2);
         if got >= step && switches == 0 && held.is_none() {
             held = NetmapPort::open(&ob, b.k.name(), "0/R").ok();
             switches += held.is_some() as u32;
             taken = Instant::now();
-        } else if held.is_some() && taken.elapsed() >= HOLD {
-            held = None; // the ring goes back to the stack
         }
         if let Some(p) = &held {
             // The client drains what arrives on its ring (the stack's TCP frames among them:
@@ -615,6 +616,10 @@ pub fn run(cfg: &SystemConfig, progress: &mut dyn Progress) -> Result<SystemRepo
                 while let Ok(Some(_)) = r.pop(&mut buf) {
                     taken_frames += 1;
                 }
+            }
+            let t = taken.elapsed();
+            if (taken_frames > 0 && t >= HOLD) || t >= MAX_HOLD {
+                held = None; // the ring goes back to the stack
             }
         }
     });
