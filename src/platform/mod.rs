@@ -125,6 +125,12 @@ pub trait Interrupt {
     fn take(&self) -> bool;
 }
 
+/// Wakes a daemon thread that sleeps on its interrupts (the in-process transport calls it
+/// after every submission).
+pub type WakeFn = std::sync::Arc<dyn Fn() + Send + Sync>;
+/// Sleeps until the next interrupt or [`WakeFn`] call since the last return, or the timeout.
+pub type SleepFn = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// The environment of the driver.
 pub trait Platform {
     /// A PCI function.

@@ -2,6 +2,7 @@
 //! guest RAM, MSI-X vectors delivered to its interrupt controller.
 
 use super::{BarSpace, Dma, Interrupt, MsiMessage, PciFunction, Platform, PlatformError};
+use super::{SleepFn, WakeFn};
 use crate::model::vm::{InterruptController, PciFunction as VmFunction, Vm, MSI_ADDRESS_BASE};
 use crate::shm::Region;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,11 +141,6 @@ impl SimPlatform {
         &self.vm
     }
 }
-
-/// Wakes a daemon thread (see [`SimPlatform::doorbell`]).
-pub type WakeFn = Arc<dyn Fn() + Send + Sync>;
-/// Puts a daemon thread to sleep until its next interrupt or wake-up, or the timeout.
-pub type SleepFn = Arc<dyn Fn(Duration) + Send + Sync>;
 
 impl SimPlatform {
     /// The daemon thread's wake-up and sleep for the in-process transport: a wake-up of the

@@ -19,7 +19,7 @@ use super::server::Server;
 use super::{Daemon, SchemeStats, Which};
 use crate::driver::ring::RingStats;
 use crate::notify::Notifier;
-use crate::platform::Platform;
+use crate::platform::{Platform, SleepFn, WakeFn};
 use crate::shm::Region;
 use redox_scheme::{Request, Response};
 use std::collections::HashMap;
@@ -144,19 +144,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Wakes the daemon thread (after a submission; interrupts wake it too).
-pub type Wake = Arc<dyn Fn() + Send + Sync>;
-/// Sleeps until an interrupt or a [`Wake`] since the last return (or the timeout): the
-/// platform's interrupt wait, taken out of the daemon so that the daemon thread sleeps without
-/// holding it (inline callers use it meanwhile).
-pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
-
-/// How the transport wakes the daemon thread and how that thread sleeps.
+/// How the transport wakes the daemon thread and how that thread sleeps: the platform's
+/// interrupt wait, taken out of the daemon so that the daemon thread sleeps without holding it
+/// (inline callers use it meanwhile).
 pub struct Doorbell {
     /// Called after every submission.
-    pub wake: Wake,
+    pub wake: WakeFn,
     /// The daemon thread's wait between loops.
-    pub sleep: Sleep,
+    pub sleep: SleepFn,
 }
 
 /// A blocking request in flight.
@@ -171,7 +166,7 @@ pub struct Pending {
 /// The kernel's part for one daemon running on a thread of this process.
 pub struct HostKernel<P: Platform + Send + 'static> {
     shared: Arc<Shared<P>>,
-    wake: Arc<dyn Fn() + Send + Sync>,
+    wake: WakeFn,
     thread: Option<JoinHandle<()>>,
     region: Region,
     roots: [usize; 2],
@@ -541,7 +536,7 @@ impl<P: Platform> Shared<P> {
 /// The daemon thread: takes the submitted requests, runs them through the server, ends the batch
 /// (interrupts, parked requests, events), delivers the replies, then sleeps on the platform's
 /// interrupt wait until a submission, an interrupt or the polling deadline.
-fn run<P: Platform>(sh: &Shared<P>, sleep: &Sleep, cfg: HostConfig) {
+fn run<P: Platform>(sh: &Shared<P>, sleep: &SleepFn, cfg: HostConfig) {
     let mut out = Vec::new();
     let mut last_poll = Instant::now();
     let mut loops = 0u64;
