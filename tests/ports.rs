@@ -159,10 +159,7 @@ fn source_and_sink_on_the_switch() {
 /// Several rings: TX ring i of one pipe end feeds RX ring i of the other; per-ring counters.
 #[test]
 fn four_rings_through_a_pipe() {
-    let mem = Arc::new(NetmapMemory::new(9, MemConfig::for_ports(2, 8, 128, 64)).unwrap());
-    let a = NmPort::new(mem.clone(), &PortSpec::new("pipe{4", 4, 128)).unwrap();
-    let b = NmPort::new(mem, &PortSpec::new("pipe}4", 4, 128)).unwrap();
-    PipeEnd::connect(&a, &b).unwrap();
+    let (a, b) = pipe(9, 4, 128);
     let vm = Vm::new(64).unwrap();
     let da = vm.add_ptnet(Netdev::passthrough(a), PtnetConfig::default()).unwrap();
     let db = vm.add_ptnet(Netdev::passthrough(b), PtnetConfig::default()).unwrap();
@@ -241,10 +238,7 @@ fn tx_walk_passes_chains_and_drops_overlong_and_bad_ones() {
 #[test]
 fn pipe_counts_and_taps_whole_chains() {
     use ptnetd::model::pcap::PcapTap;
-    let mem = Arc::new(NetmapMemory::new(12, MemConfig::for_ports(2, 2, 64, 64)).unwrap());
-    let a = NmPort::new(mem.clone(), &PortSpec::new("pipe{t", 1, 64)).unwrap();
-    let b = NmPort::new(mem, &PortSpec::new("pipe}t", 1, 64)).unwrap();
-    PipeEnd::connect(&a, &b).unwrap();
+    let (a, b) = pipe(12, 1, 64);
     let path = std::env::temp_dir().join(format!("ptnet-pipe-tap-{}.pcap", std::process::id()));
     let tap = Arc::new(PcapTap::create(&path).unwrap());
     b.set_tap(Some(tap.clone()));
@@ -358,4 +352,14 @@ fn switch_notifies_each_destination_once_per_batch() {
 fn lone(mem_id: u16) -> Arc<NmPort> {
     let mem = Arc::new(NetmapMemory::new(mem_id, MemConfig::for_ports(1, 2, 256, 64)).unwrap());
     NmPort::new(mem, &PortSpec::new("lone", 1, 256)).unwrap()
+}
+
+/// Two ports of `rings` ring pairs of `slots` slots joined as a pipe, in region `mem_id`.
+fn pipe(mem_id: u16, rings: u32, slots: u32) -> (Arc<NmPort>, Arc<NmPort>) {
+    let cfg = MemConfig::for_ports(2, 2 * rings, slots, 64);
+    let mem = Arc::new(NetmapMemory::new(mem_id, cfg).unwrap());
+    let a = NmPort::new(mem.clone(), &PortSpec::new("pipe{", rings, slots)).unwrap();
+    let b = NmPort::new(mem, &PortSpec::new("pipe}", rings, slots)).unwrap();
+    PipeEnd::connect(&a, &b).unwrap();
+    (a, b)
 }

@@ -671,11 +671,7 @@ impl NmPort {
             frame.copy_to(0, region, off, len);
             hr.view.set_len_flags(i, len as u16, 0);
             hr.kring.hwtail = ring::next(i, n);
-            self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
-            self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-            if self.tapped() {
-                self.record(frame);
-            }
+            self.received(frame, len);
             return Ok(());
         }
         let mut offs = [0usize; NETMAP_MAX_FRAGS];
@@ -694,12 +690,17 @@ impl NmPort {
             i = ring::next(i, n);
         }
         hr.kring.hwtail = i;
+        self.received(frame, len);
+        Ok(())
+    }
+
+    /// Counts (and taps) one frame of `len` bytes placed in an RX ring.
+    fn received(&self, frame: &Frame<'_>, len: usize) {
         self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
         self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         if self.tapped() {
             self.record(frame);
         }
-        Ok(())
     }
 
     /// E9 ring reinitialisation after a failed host check, for a TX (`tx = true`) or RX ring:

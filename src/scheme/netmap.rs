@@ -10,7 +10,7 @@
 
 use super::{driver_err, Daemon, Handle, Owner, Which};
 use crate::abi::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
-use crate::driver::ring::SyncError;
+use crate::driver::ring::{GuestRing, SyncError};
 use crate::driver::DriverError;
 use crate::platform::Platform;
 use crate::ring;
@@ -237,35 +237,40 @@ fn sync_all<P: Platform>(d: &mut Daemon<P>, ids: Range<u32>, tx: bool) -> Result
 /// that has nothing to do (the ring it feeds is full).
 fn ready<P: Platform>(d: &mut Daemon<P>, b: &Watch, signalled: u64) -> EventFlags {
     let t = d.nic.info().tx_rings;
-    let polled = |i: u32| i >= 64 || signalled >> i & 1 != 0;
     let mut f = EventFlags::empty();
     if b.events.contains(EventFlags::EVENT_READ) {
-        let frames = |d: &Daemon<P>, i| d.nic.ring(i).is_some_and(|r| r.k.rhead != r.k.rtail);
-        for k in b.rx.clone() {
-            let _ = d.nic.sync_tail(t + k);
-            if !frames(d, t + k) && polled(t + k) {
-                let _ = d.nic.poll_sync(t + k);
-            }
-            if frames(d, t + k) {
-                f |= EventFlags::EVENT_READ;
-            }
+        let frames = |r: &GuestRing| r.k.rhead != r.k.rtail;
+        // Every bound ring is looked at (no short cut), as before: each gets its tail sync.
+        if b.rx.clone().fold(false, |any, k| ring_ready(d, t + k, signalled, frames) | any) {
+            f |= EventFlags::EVENT_READ;
         }
     }
     if b.events.contains(EventFlags::EVENT_WRITE) {
-        let room = |d: &Daemon<P>, i| {
-            d.nic.ring(i).is_some_and(|r| ring::space(r.k.rhead, r.k.rtail, r.num_slots()) > 0)
-        };
-        for k in b.tx.clone() {
-            let _ = d.nic.sync_tail(k);
-            if !room(d, k) && polled(k) {
-                let _ = d.nic.poll_sync(k);
-            }
-            if room(d, k) {
-                f |= EventFlags::EVENT_WRITE;
-            }
+        let room = |r: &GuestRing| ring::space(r.k.rhead, r.k.rtail, r.num_slots()) > 0;
+        if b.tx.clone().fold(false, |any, k| ring_ready(d, k, signalled, room) | any) {
+            f |= EventFlags::EVENT_WRITE;
         }
     }
     f
+}
+
+/// `holds` of ring `i` after a tail sync, and after netmap's poll if it did not hold and the
+/// ring is in `signalled` (see [`ready`]).
+fn ring_ready<P: Platform>(
+    d: &mut Daemon<P>,
+    i: u32,
+    signalled: u64,
+    holds: impl Fn(&GuestRing) -> bool,
+) -> bool {
+    let _ = d.nic.sync_tail(i);
+    let now = |d: &Daemon<P>| d.nic.ring(i).is_some_and(&holds);
+    if now(d) {
+        return true;
+    }
+    if i >= 64 || signalled >> i & 1 != 0 {
+        let _ = d.nic.poll_sync(i);
+    }
+    now(d)
 }
 
 /// Arms the interrupts of the rings a subscribed handle waits on, then re-checks (the
