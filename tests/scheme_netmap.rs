@@ -471,19 +471,26 @@ fn client_buffer_access_is_bounded() {
 /// event, never by the timeout. In direct mode the host moves a TX slot only inside a kick, so
 /// a TX interrupt (the peer released slots) must lead to a kick before `EVENT_WRITE` can be
 /// ready, and an RX interrupt to a kick before `EVENT_READ` can (netmap's poll: a sync of the
-/// waited-on ring, §8.6 direct modes); without that the waits below time out.
+/// waited-on ring, §8.6 direct modes); without that the waits below time out. Inline, no daemon
+/// thread takes the interrupts (the polling fallback is off too): the blocked caller must take
+/// them itself, sleeping at once or after halt polling.
 #[test]
 fn blocked_clients_are_woken_by_events_in_both_host_modes() {
     const W: std::time::Duration = std::time::Duration::from_secs(3);
-    use ptnetd::scheme::host::Transport;
-    for (kloop, transport) in
-        [true, false].into_iter().flat_map(|k| [(k, Transport::Ipc), (k, Transport::Inline)])
-    {
-        let (a, b) = pair_on(kloop, transport, 1, 64, 2048);
+    use ptnetd::scheme::host::{HostConfig, Transport, INLINE_POLL};
+    let inline = HostConfig { transport: Transport::Inline, ..no_poll() };
+    let hosts = [no_poll(), inline, HostConfig { inline_poll: INLINE_POLL, ..inline }];
+    for (kloop, host) in [true, false].into_iter().flat_map(|k| hosts.map(|h| (k, h))) {
+        let (a, b) = pair_with(kloop, host, 1, 64, 2048);
         let (oa, ob) = (os(&a), os(&b));
         let (mut tx, mut rx) = (port(&oa, "0/T"), port(&ob, "0/R"));
         let total = 20_000u64;
-        let mode = format!("{} {transport:?}", if kloop { "kloop" } else { "direct" });
+        let mode = format!(
+            "{} {:?} poll {:?}",
+            if kloop { "kloop" } else { "direct" },
+            host.transport,
+            host.inline_poll
+        );
         let mode = mode.as_str();
         std::thread::scope(|s| {
             let recv = s.spawn(|| {

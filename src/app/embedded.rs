@@ -148,9 +148,8 @@ pub fn switched_vm(
     let (_dev, mut plat) = vm_on_port(port.clone(), place)?;
     let nic = crate::driver::Ptnet::attach(&mut plat, crate::driver::DriverConfig::default())?;
     let info = nic.info().clone();
-    let (wake, sleep) = plat.doorbell();
+    let bell = plat.doorbell();
     let daemon = crate::scheme::Daemon::new(plat, nic);
-    let bell = crate::scheme::host::Doorbell { wake, sleep };
     let kernel = HostKernel::spawn(daemon, bell, HostConfig::default());
     Ok(SwitchedVm { kernel, mac, port, info })
 }
@@ -168,10 +167,10 @@ pub fn reflector_daemon(
     let (dev, mut plat) = vm_on_port(port, NicPlace::default())?;
     drop(dev);
     let nic = crate::driver::Ptnet::attach(&mut plat, crate::driver::DriverConfig::default())?;
-    let (wake, sleep) = plat.doorbell();
+    let bell = plat.doorbell();
     let cfg = HostConfig { poll: None, ..HostConfig::default() };
     let daemon = crate::scheme::Daemon::new(plat, nic);
-    Ok(HostKernel::spawn(daemon, crate::scheme::host::Doorbell { wake, sleep }, cfg))
+    Ok(HostKernel::spawn(daemon, bell, cfg))
 }
 
 #[cfg(test)]

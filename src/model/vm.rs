@@ -162,6 +162,11 @@ impl InterruptController {
     pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
         self.notifier.wait(seen, timeout)
     }
+    /// [`InterruptController::wait`] polling for up to `poll` before it sleeps
+    /// ([`Notifier::wait_polling`]).
+    pub fn wait_polling(&self, seen: u64, poll: Duration, timeout: Duration) -> u64 {
+        self.notifier.wait_polling(seen, poll, timeout)
+    }
 }
 
 impl MsiSink for InterruptController {

@@ -125,11 +125,26 @@ pub trait Interrupt {
     fn take(&self) -> bool;
 }
 
-/// Wakes a daemon thread that sleeps on its interrupts (the in-process transport calls it
-/// after every submission).
-pub type WakeFn = std::sync::Arc<dyn Fn() + Send + Sync>;
-/// Sleeps until the next interrupt or [`WakeFn`] call since the last return, or the timeout.
-pub type SleepFn = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+/// What the in-process transport's threads sleep on: the guest's interrupt wake-up (for the
+/// model: the VM's interrupt controller), a generation that changes on every interrupt and every
+/// [`Bell::ring`]. A waiter passes the generation it saw before its last check, so a ring or an
+/// interrupt between that check and the sleep is not lost.
+pub trait Bell: Send + Sync {
+    /// Wakes every thread waiting on the bell (a request arrived, an event was posted).
+    fn ring(&self);
+    /// The current generation.
+    fn generation(&self) -> u64;
+    /// Waits until the generation differs from `seen` or `timeout` passes; returns the
+    /// generation observed.
+    fn wait(&self, seen: u64, timeout: std::time::Duration) -> u64;
+    /// [`Bell::wait`] that polls for up to `poll` before it sleeps (a vCPU's halt polling).
+    fn wait_polling(
+        &self,
+        seen: u64,
+        poll: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> u64;
+}
 
 /// The environment of the driver.
 pub trait Platform {

@@ -1,8 +1,8 @@
 //! The platform wired to the in-process device model: PCI functions of a [`Vm`], DMA from its
 //! guest RAM, MSI-X vectors delivered to its interrupt controller.
 
+use super::Bell;
 use super::{BarSpace, Dma, Interrupt, MsiMessage, PciFunction, Platform, PlatformError};
-use super::{SleepFn, WakeFn};
 use crate::model::vm::{InterruptController, PciFunction as VmFunction, Vm, MSI_ADDRESS_BASE};
 use crate::shm::Region;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,20 +142,30 @@ impl SimPlatform {
     }
 }
 
+/// The VM's interrupt controller as the in-process transport's [`Bell`]: rung by requests and
+/// posted events, and by every interrupt the VM receives.
+#[derive(Debug)]
+struct SimBell(Arc<InterruptController>);
+
+impl Bell for SimBell {
+    fn ring(&self) {
+        self.0.wake();
+    }
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        self.0.wait(seen, timeout)
+    }
+    fn wait_polling(&self, seen: u64, poll: Duration, timeout: Duration) -> u64 {
+        self.0.wait_polling(seen, poll, timeout)
+    }
+}
+
 impl SimPlatform {
-    /// The daemon thread's wake-up and sleep for the in-process transport: a wake-up of the
-    /// VM's interrupt controller, and a wait for its next interrupt or wake-up, with its own
-    /// record of the generation last seen (a wake-up between two waits is not lost).
-    pub fn doorbell(&self) -> (WakeFn, SleepFn) {
-        let (a, b) = (self.vm.irq().clone(), self.vm.irq().clone());
-        let seen = AtomicU64::new(b.generation());
-        (
-            Arc::new(move || a.wake()),
-            Arc::new(move |t| {
-                let g = b.wait(seen.load(Ordering::Acquire), t);
-                seen.store(g, Ordering::Release);
-            }),
-        )
+    /// The bell the in-process transport's threads sleep on: the VM's interrupt controller.
+    pub fn doorbell(&self) -> Arc<dyn Bell> {
+        Arc::new(SimBell(self.vm.irq().clone()))
     }
 }
 

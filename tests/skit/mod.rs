@@ -24,9 +24,15 @@ pub struct Vm1 {
     pub k: HostKernel<SimPlatform>,
 }
 
-/// Protocol tests run with the polling fallback off: a lost wake-up fails them.
+/// Protocol tests run with the polling fallback off: a lost wake-up fails them. Blocked inline
+/// callers sleep at once (no halt polling to cover a wake-up that comes late).
 pub fn no_poll() -> HostConfig {
-    HostConfig { poll: None, reply_timeout: T, transport: Transport::Ipc }
+    HostConfig {
+        poll: None,
+        reply_timeout: T,
+        transport: Transport::Ipc,
+        inline_poll: std::time::Duration::ZERO,
+    }
 }
 
 pub fn pipe_ports(rings: u32, slots: u32, buf_size: u32) -> (Arc<NmPort>, Arc<NmPort>) {
@@ -60,8 +66,8 @@ pub fn vm_with(netdev: Netdev, n: u8, drv: DriverConfig, host: HostConfig) -> Vm
         .unwrap();
     let mut plat = SimPlatform::new(vm.clone(), slot);
     let nic = Ptnet::attach(&mut plat, drv).unwrap();
-    let (wake, sleep) = plat.doorbell();
-    let k = HostKernel::spawn(Daemon::new(plat, nic), Doorbell { wake, sleep }, host);
+    let bell = plat.doorbell();
+    let k = HostKernel::spawn(Daemon::new(plat, nic), bell, host);
     Vm1 { vm, dev, k }
 }
 
@@ -83,13 +89,23 @@ pub fn pair_on(
     slots: u32,
     buf_size: u32,
 ) -> (Vm1, Vm1) {
+    pair_with(kloop, HostConfig { transport, ..no_poll() }, rings, slots, buf_size)
+}
+
+/// [`pair_on`] with the transport's settings `host`.
+pub fn pair_with(
+    kloop: bool,
+    host: HostConfig,
+    rings: u32,
+    slots: u32,
+    buf_size: u32,
+) -> (Vm1, Vm1) {
     let (a, b) = pipe_ports(rings, slots, buf_size);
     let nd = |p: &Arc<NmPort>| Netdev {
         kloop_tx: kloop,
         kloop_rx: kloop,
         ..Netdev::passthrough(p.clone())
     };
-    let host = HostConfig { transport, ..no_poll() };
     (
         vm_with(nd(&a), 1, DriverConfig::default(), host),
         vm_with(nd(&b), 2, DriverConfig::default(), host),

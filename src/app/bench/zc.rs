@@ -15,7 +15,7 @@ use crate::model::vm::Vm;
 use crate::nm::Slot;
 use crate::platform::sim::SimPlatform;
 use crate::ring;
-use crate::scheme::host::{Doorbell, HostConfig, HostKernel, Snapshot};
+use crate::scheme::host::{HostConfig, HostKernel, Snapshot};
 use crate::scheme::Daemon;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -108,10 +108,10 @@ impl Nic {
         let slot = vm.slot_of(&dev).ok_or(BenchError::Setup("no ptnet slot".into()))?;
         let mut plat = SimPlatform::new(vm, slot);
         let nic = Ptnet::attach(&mut plat, DriverConfig::default()).map_err(setup("attach"))?;
-        let (wake, sleep) = plat.doorbell();
+        let bell = plat.doorbell();
         let k = HostKernel::spawn(
             Daemon::new(plat, nic),
-            Doorbell { wake, sleep },
+            bell,
             HostConfig { transport, ..HostConfig::default() },
         );
         Ok(Self { dev, k })
