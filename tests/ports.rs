@@ -349,6 +349,119 @@ fn switch_notifies_each_destination_once_per_batch() {
     assert_eq!((rx(&b), rx(&c)), (b1 + 3, c1 + 2), "unicast to B's port once learnt");
 }
 
+/// A TX walk is forwarded in two phases (VALE's `nm_bdg_preflush` / `nm_bdg_flush`): every
+/// frame is routed first, then each destination takes all of its frames, in order, through one
+/// `receive_all` (one lock of its ring). Broadcasts reach every other port, runts are dropped
+/// and counted, and a destination with no room drops the rest of its frames, counted.
+#[test]
+fn switch_walk_routes_first_then_delivers_once_per_destination() {
+    use ptnetd::model::port::Frame;
+    use ptnetd::model::switch::SwitchEndpoint;
+    use ptnetd::nm::Slot;
+    use std::sync::Mutex;
+    /// An endpoint that records its frames' sequence numbers and its `receive_all` calls.
+    #[derive(Default)]
+    struct Recorder {
+        seqs: Mutex<Vec<u64>>,
+        batches: Mutex<Vec<usize>>,
+    }
+    impl Recorder {
+        fn take(&self, f: &Frame<'_>) -> bool {
+            let mut b = Vec::new();
+            f.gather(&mut b);
+            self.seqs.lock().unwrap().push(check_frame(&b).expect("an intact frame"));
+            true
+        }
+    }
+    impl SwitchEndpoint for Recorder {
+        fn hdr_len(&self) -> u32 {
+            0
+        }
+        fn receive(&self, _ring: u32, f: &Frame<'_>) -> bool {
+            self.take(f)
+        }
+        fn receive_all<'f>(&self, _ring: u32, fs: &mut dyn Iterator<Item = Frame<'f>>) -> usize {
+            let n = fs.filter(|f| self.take(f)).count();
+            self.batches.lock().unwrap().push(n);
+            n
+        }
+    }
+    const R: [u8; 6] = [2, 0, 0, 0, 2, 0xe];
+    let sw = Switch::new("two-phase");
+    let (a, b) = (lone(34), lone(35));
+    let (na, nb) = (sw.attach_port(&a), sw.attach_port(&b));
+    let rec = Arc::new(Recorder::default());
+    let nr = sw.attach(rec.clone());
+    // B and R make themselves known.
+    sw.forward(nb, 0, 0, &Frame::Bytes(&make_frame(A, B, 0, 60)));
+    sw.forward(nr, 0, 0, &Frame::Bytes(&make_frame(A, R, 0, 60)));
+    rec.seqs.lock().unwrap().clear();
+    let stat = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let before =
+        [&sw.stats.frames_in, &sw.stats.unicast, &sw.stats.flooded, &sw.stats.dropped].map(stat);
+    let (b_rx0, b_drops0) = (stat(&b.stats.rx_frames), stat(&b.stats.rx_drops));
+    // Three walks of 200 frames from A (the ring has 256 slots): seq % 4 = 0 broadcast, 1 to
+    // R, 2 to B, 3 a runt. B's ring (255 usable slots, nobody reads it) fills up with the
+    // first of the 300 frames for it and drops the rest.
+    let (mut to_r, mut to_b) = (Vec::new(), Vec::new());
+    for part in 0..3u64 {
+        let mut hr = a.tx_ring(0).unwrap();
+        let n = hr.kring.num_slots;
+        let mut at = hr.kring.hwcur;
+        for seq in part * 200..part * 200 + 200 {
+            let (dst, len) = match seq % 4 {
+                0 => ([0xff; 6], 60),
+                1 => (R, 60),
+                2 => (B, 60),
+                _ => (B, 10),
+            };
+            let f = make_frame(dst, A, seq, 60);
+            let idx = hr.view.slot(at).buf_idx;
+            let off = a.mem().buf_offset(idx).unwrap();
+            a.mem().region().write_bytes(off, &f).unwrap();
+            hr.view.set_slot(at, Slot { buf_idx: idx, len, flags: 0 });
+            at = (at + 1) % n;
+            if seq % 4 != 3 {
+                if seq % 4 != 2 {
+                    to_r.push(seq);
+                }
+                if seq % 4 != 1 {
+                    to_b.push(seq);
+                }
+            }
+        }
+        hr.kring.rhead = at;
+        a.txsync(&mut hr).unwrap();
+    }
+    assert_eq!(*rec.seqs.lock().unwrap(), to_r, "R got its frames and the broadcasts, in order");
+    assert_eq!(*rec.batches.lock().unwrap(), vec![100; 3], "one receive_all per walk");
+    // B's ring: what was there before (the hello R flooded), then the first of its frames.
+    let pre = b_rx0 as usize;
+    let room = 255 - pre;
+    let hr = b.rx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let mut got = Vec::new();
+    let mut i = hr.kring.hwcur;
+    while i != hr.kring.hwtail {
+        let s = hr.view.slot(i);
+        let mut f = vec![0u8; s.len as usize];
+        b.mem().region().read_bytes(b.mem().buf_offset(s.buf_idx).unwrap(), &mut f).unwrap();
+        got.push(check_frame(&f).expect("an intact frame"));
+        i = (i + 1) % n;
+    }
+    assert_eq!(got.len(), 255, "B's ring is full");
+    assert_eq!(&got[pre..], &to_b[..room], "B got its first frames in order");
+    assert_eq!(stat(&b.stats.rx_frames) - b_rx0, room as u64);
+    let refused = (to_b.len() - room) as u64;
+    assert_eq!(stat(&b.stats.rx_drops) - b_drops0, refused);
+    let after =
+        [&sw.stats.frames_in, &sw.stats.unicast, &sw.stats.flooded, &sw.stats.dropped].map(stat);
+    let delta: Vec<u64> = after.iter().zip(before).map(|(x, y)| x - y).collect();
+    let dropped = 150 + refused; // runts, and B's refusals
+    assert_eq!(delta, vec![600, 300, 150, dropped], "frames in, unicast, flooded, dropped");
+    let _ = na;
+}
+
 fn lone(mem_id: u16) -> Arc<NmPort> {
     let mem = Arc::new(NetmapMemory::new(mem_id, MemConfig::for_ports(1, 2, 256, 64)).unwrap());
     NmPort::new(mem, &PortSpec::new("lone", 1, 256)).unwrap()

@@ -20,6 +20,7 @@ use super::notify::Notifier;
 use super::offload;
 use super::port::{Frame, HostRing, NmPort, PortError, TxBackend};
 use crate::ring;
+use crate::shm::Region;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,16 @@ pub trait SwitchEndpoint: Send + Sync {
     /// The end of a batch that delivered to this endpoint on `ring_hint` with
     /// [`SwitchEndpoint::receive_quiet`].
     fn flush(&self, _ring_hint: u32) {}
+    /// [`SwitchEndpoint::receive_quiet`] for each of `frames`, in order; returns how many were
+    /// accepted. An endpoint with a ring takes its lock once for all of them (VALE's second
+    /// phase: each destination ring is locked once per batch).
+    fn receive_all<'f>(
+        &self,
+        ring_hint: u32,
+        frames: &mut dyn Iterator<Item = Frame<'f>>,
+    ) -> usize {
+        frames.filter(|f| self.receive_quiet(ring_hint, f)).count()
+    }
 }
 
 impl SwitchEndpoint for NmPort {
@@ -65,6 +76,15 @@ impl SwitchEndpoint for NmPort {
     }
     fn flush(&self, ring_hint: u32) {
         self.notify_rx(ring_hint % self.num_rx_rings().max(1));
+    }
+    fn receive_all<'f>(
+        &self,
+        ring_hint: u32,
+        frames: &mut dyn Iterator<Item = Frame<'f>>,
+    ) -> usize {
+        let r = ring_hint % self.num_rx_rings().max(1);
+        let Some(mut hr) = self.rx_ring(r) else { return 0 };
+        frames.filter(|f| self.deliver_locked(&mut hr, f).is_ok()).count()
     }
 }
 
@@ -94,6 +114,23 @@ struct State {
     /// of one flow hashes neither again (the table is consulted only when they change).
     last_learnt: Option<([u8; 6], usize)>,
     last_lookup: Option<([u8; 6], Option<usize>)>,
+    /// A TX walk's first phase: `(destination port, fragments)` per delivery, the fragments a
+    /// range of `frags` (offsets and lengths in the source port's region, checked by the walk).
+    routes: Vec<(usize, std::ops::Range<usize>)>,
+    frags: Vec<(usize, usize)>,
+}
+
+/// Where a frame goes.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Nowhere: too short to carry Ethernet addresses (counted as dropped).
+    Runt,
+    /// Nowhere: a unicast to a station learnt on its own source port.
+    Local,
+    /// One learnt port.
+    Port(usize),
+    /// Every port but the source.
+    Flood,
 }
 
 /// The switch.
@@ -128,12 +165,18 @@ impl TxBackend for SwitchPort {
         match self.sw.upgrade() {
             Some(sw) => {
                 let mut guard = sw.lock();
+                let s = &mut *guard;
                 let hdr = port.vnet_hdr_len();
+                s.routes.clear();
+                s.frags.clear();
+                let mut counts = [0u64; 3];
                 port.for_each_tx_frame(hr, |f, _| {
-                    sw.forward_locked(&mut guard, self.no, hdr, id, f);
+                    sw.route_walk(s, self.no, hdr, f, &mut counts);
                     true
                 });
-                sw.flush_locked(&mut guard, id);
+                sw.count_walk(counts);
+                sw.deliver_walk(s, port.mem().region(), hdr, id);
+                sw.flush_locked(s, id);
             }
             None => {
                 port.for_each_tx_frame(hr, |_, _| true);
@@ -168,6 +211,8 @@ impl Switch {
                 touched: Vec::new(),
                 last_learnt: None,
                 last_lookup: None,
+                routes: Vec::new(),
+                frags: Vec::new(),
             }),
             stats: SwitchStats::default(),
             space: Arc::new(Notifier::new()),
@@ -247,20 +292,12 @@ impl Switch {
         }
     }
 
-    /// [`Switch::forward`] with the lock held and the notifications left to the flush.
-    fn forward_locked(
-        &self,
-        s: &mut State,
-        src: usize,
-        src_hdr_len: u32,
-        ring_hint: u32,
-        frame: &Frame<'_>,
-    ) -> usize {
-        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+    /// Learns the source address of `frame` (entering on `src`, after a `src_hdr_len`-byte
+    /// header) and finds where it goes.
+    fn route(s: &mut State, src: usize, src_hdr_len: u32, frame: &Frame<'_>) -> Target {
         let mut eth = [0u8; 12];
         if frame.read_at(src_hdr_len as usize, &mut eth) < 12 {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return 0; // runt: no Ethernet addresses
+            return Target::Runt;
         }
         let dst: [u8; 6] = eth[..6].try_into().unwrap_or_default();
         let smac: [u8; 6] = eth[6..].try_into().unwrap_or_default();
@@ -279,14 +316,121 @@ impl Switch {
             s.last_lookup = Some((dst, t));
             t
         };
-        let mut delivered = 0;
         match target {
-            Some(t) if t == src => {}
-            Some(t) => {
+            Some(t) if t == src => Target::Local,
+            Some(t) => Target::Port(t),
+            None => Target::Flood,
+        }
+    }
+
+    /// Adds the counts of a walk (`[frames in, unicast, flooded]`), once per walk.
+    fn count_walk(&self, [frames, unicast, flooded]: [u64; 3]) {
+        if frames > 0 {
+            self.stats.frames_in.fetch_add(frames, Ordering::Relaxed);
+            self.stats.unicast.fetch_add(unicast, Ordering::Relaxed);
+            self.stats.flooded.fetch_add(flooded, Ordering::Relaxed);
+        }
+    }
+
+    /// A TX walk's first phase for one frame (VALE's `nm_bdg_preflush`): routes it and
+    /// records a delivery per destination port, without touching any destination yet.
+    /// `counts` gathers `[frames in, unicast, flooded]`; a runt is counted as dropped. The
+    /// fragments are copied once here (the walk checked them) and used as copied.
+    fn route_walk(
+        &self,
+        s: &mut State,
+        src: usize,
+        src_hdr_len: u32,
+        frame: &Frame<'_>,
+        counts: &mut [u64; 3],
+    ) {
+        counts[0] += 1;
+        let target = Self::route(s, src, src_hdr_len, frame);
+        let Frame::Shm { frags, .. } = frame else {
+            return; // a TX walk gives frames in the port's region only
+        };
+        let at = s.frags.len()..s.frags.len() + frags.len();
+        match target {
+            Target::Runt => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Target::Local => return,
+            Target::Port(t) => {
+                counts[1] += 1;
+                s.routes.push((t, at));
+            }
+            Target::Flood => {
+                counts[2] += 1;
+                for i in 0..s.ports.len() {
+                    if i != src && s.ports[i].is_some() {
+                        s.routes.push((i, at.clone()));
+                    }
+                }
+            }
+        }
+        s.frags.extend_from_slice(frags);
+    }
+
+    /// A TX walk's second phase (VALE's `nm_bdg_flush`): for each destination in the order
+    /// first routed to, its frames in order, through one [`SwitchEndpoint::receive_all`] (one
+    /// lock of its ring) when it takes the source's header length, else converted one by one.
+    fn deliver_walk(&self, s: &mut State, region: &Region, src_len: u32, ring_hint: u32) {
+        let routes = std::mem::take(&mut s.routes);
+        let mut k = 0;
+        while k < routes.len() {
+            let no = routes[k].0;
+            k += 1;
+            if s.touched.contains(&no) {
+                continue; // delivered with the first route to it
+            }
+            let Some(Some(ep)) = s.ports.get(no) else { continue };
+            let ep = ep.clone();
+            let frags = &s.frags;
+            let mine = routes[k - 1..].iter().filter(|r| r.0 == no);
+            let mut frames = mine.map(|r| Frame::Shm { region, frags: &frags[r.1.clone()] });
+            let (total, ok) = if ep.hdr_len() == src_len {
+                let mut n = 0;
+                let ok = ep.receive_all(ring_hint, &mut frames.by_ref().inspect(|_| n += 1));
+                (n, ok)
+            } else {
+                let frames: Vec<_> = frames.collect();
+                let State { scratch, out, .. } = s;
+                let ok = frames
+                    .iter()
+                    .map(|f| self.deliver_one(scratch, out, ep.as_ref(), src_len, ring_hint, f))
+                    .sum();
+                (frames.len(), ok)
+            };
+            if total > ok {
+                self.stats.dropped.fetch_add((total - ok) as u64, Ordering::Relaxed);
+            }
+            Self::touch(s, no);
+        }
+        s.routes = routes;
+    }
+
+    /// [`Switch::forward`] with the lock held and the notifications left to the flush.
+    fn forward_locked(
+        &self,
+        s: &mut State,
+        src: usize,
+        src_hdr_len: u32,
+        ring_hint: u32,
+        frame: &Frame<'_>,
+    ) -> usize {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let mut delivered = 0;
+        match Self::route(s, src, src_hdr_len, frame) {
+            Target::Runt => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Target::Local => {}
+            Target::Port(t) => {
                 self.stats.unicast.fetch_add(1, Ordering::Relaxed);
                 delivered += self.deliver_to(s, t, src_hdr_len, ring_hint, frame);
             }
-            None => {
+            Target::Flood => {
                 self.stats.flooded.fetch_add(1, Ordering::Relaxed);
                 for i in 0..s.ports.len() {
                     if i != src {
