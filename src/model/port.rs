@@ -132,6 +132,15 @@ pub trait TxBackend: Send + Sync {
     }
 }
 
+/// What RX fills did, gathered before it is added to the port's shared counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct RxCount {
+    frames: u64,
+    bytes: u64,
+    drops: u64,
+    errors: u64,
+}
+
 /// A frame to deliver: either fragments in a netmap region, or plain bytes.
 #[derive(Clone, Copy)]
 pub enum Frame<'a> {
@@ -643,16 +652,65 @@ impl NmPort {
     /// [`NmPort::deliver`] with the RX ring already locked (no notification). Failures are
     /// counted in `rx_drops` (no space) or `rx_errors`.
     pub fn deliver_locked(&self, hr: &mut HostRing, frame: &Frame<'_>) -> Result<(), DeliverError> {
-        let r = self.fill_rx(hr, frame);
-        match r {
-            Err(DeliverError::NoSpace) => self.stats.rx_drops.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.stats.rx_errors.fetch_add(1, Ordering::Relaxed),
-            Ok(()) => 0,
-        };
+        let mut c = RxCount::default();
+        let r = self.fill_rx(hr, frame, &mut c);
+        self.count_rx(c);
         r
     }
 
-    fn fill_rx(&self, hr: &mut HostRing, frame: &Frame<'_>) -> Result<(), DeliverError> {
+    /// [`NmPort::deliver_locked`] for each of `frames`, in order, with the port's shared
+    /// counters added to once for the batch; returns how many were placed.
+    pub fn deliver_all_locked<'f>(
+        &self,
+        hr: &mut HostRing,
+        frames: &mut dyn Iterator<Item = Frame<'f>>,
+    ) -> usize {
+        let mut c = RxCount::default();
+        for f in frames {
+            let _ = self.fill_rx(hr, &f, &mut c);
+        }
+        self.count_rx(c);
+        c.frames as usize
+    }
+
+    /// Adds `c` to the port's shared counters (their cache line is shared with the port's
+    /// user: once per call, not per frame).
+    fn count_rx(&self, c: RxCount) {
+        let add = |a: &AtomicU64, v| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&self.stats.rx_frames, c.frames);
+        add(&self.stats.rx_bytes, c.bytes);
+        add(&self.stats.rx_drops, c.drops);
+        add(&self.stats.rx_errors, c.errors);
+    }
+
+    /// Places `frame` in the RX ring, counting the outcome in `c`.
+    fn fill_rx(
+        &self,
+        hr: &mut HostRing,
+        frame: &Frame<'_>,
+        c: &mut RxCount,
+    ) -> Result<(), DeliverError> {
+        let r = self.place_rx(hr, frame);
+        match r {
+            Ok(len) => {
+                c.frames += 1;
+                c.bytes += len as u64;
+                if self.tapped() {
+                    self.record(frame);
+                }
+            }
+            Err(DeliverError::NoSpace) => c.drops += 1,
+            Err(_) => c.errors += 1,
+        }
+        r.map(drop)
+    }
+
+    /// Copies `frame` into the RX ring at hwtail (one slot, or a chain); returns its length.
+    fn place_rx(&self, hr: &mut HostRing, frame: &Frame<'_>) -> Result<usize, DeliverError> {
         let bsz = self.mem.buf_size() as usize;
         let len = frame.len();
         let need = len.div_ceil(bsz).max(1);
@@ -671,8 +729,7 @@ impl NmPort {
             frame.copy_to(0, region, off, len);
             hr.view.set_len_flags(i, len as u16, 0);
             hr.kring.hwtail = ring::next(i, n);
-            self.received(frame, len);
-            return Ok(());
+            return Ok(len);
         }
         let mut offs = [0usize; NETMAP_MAX_FRAGS];
         let mut i = hr.kring.hwtail;
@@ -690,17 +747,7 @@ impl NmPort {
             i = ring::next(i, n);
         }
         hr.kring.hwtail = i;
-        self.received(frame, len);
-        Ok(())
-    }
-
-    /// Counts (and taps) one frame of `len` bytes placed in an RX ring.
-    fn received(&self, frame: &Frame<'_>, len: usize) {
-        self.stats.rx_frames.fetch_add(1, Ordering::Relaxed);
-        self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        if self.tapped() {
-            self.record(frame);
-        }
+        Ok(len)
     }
 
     /// E9 ring reinitialisation after a failed host check, for a TX (`tx = true`) or RX ring:

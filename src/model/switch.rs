@@ -84,7 +84,7 @@ impl SwitchEndpoint for NmPort {
     ) -> usize {
         let r = ring_hint % self.num_rx_rings().max(1);
         let Some(mut hr) = self.rx_ring(r) else { return 0 };
-        frames.filter(|f| self.deliver_locked(&mut hr, f).is_ok()).count()
+        self.deliver_all_locked(&mut hr, frames)
     }
 }
 
