@@ -473,13 +473,14 @@ fn client_buffer_access_is_bounded() {
 /// ready, and an RX interrupt to a kick before `EVENT_READ` can (netmap's poll: a sync of the
 /// waited-on ring, §8.6 direct modes); without that the waits below time out. Inline, no daemon
 /// thread takes the interrupts (the polling fallback is off too): the blocked caller must take
-/// them itself, sleeping at once or after halt polling.
+/// them itself. Every wait sleeps at once, or after halt polling.
 #[test]
 fn blocked_clients_are_woken_by_events_in_both_host_modes() {
     const W: std::time::Duration = std::time::Duration::from_secs(3);
-    use ptnetd::scheme::host::{HostConfig, Transport, INLINE_POLL};
+    use ptnetd::scheme::host::{HostConfig, Transport, HALT_POLL};
     let inline = HostConfig { transport: Transport::Inline, ..no_poll() };
-    let hosts = [no_poll(), inline, HostConfig { inline_poll: INLINE_POLL, ..inline }];
+    let polled = |h: HostConfig| HostConfig { halt_poll: HALT_POLL, ..h };
+    let hosts = [no_poll(), inline, polled(no_poll()), polled(inline)];
     for (kloop, host) in [true, false].into_iter().flat_map(|k| hosts.map(|h| (k, h))) {
         let (a, b) = pair_with(kloop, host, 1, 64, 2048);
         let (oa, ob) = (os(&a), os(&b));
@@ -489,7 +490,7 @@ fn blocked_clients_are_woken_by_events_in_both_host_modes() {
             "{} {:?} poll {:?}",
             if kloop { "kloop" } else { "direct" },
             host.transport,
-            host.inline_poll
+            host.halt_poll
         );
         let mode = mode.as_str();
         std::thread::scope(|s| {

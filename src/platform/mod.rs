@@ -146,6 +146,22 @@ pub trait Bell: Send + Sync {
     ) -> u64;
 }
 
+/// A plain notifier is a bell (what the transport's reply slots and event waiters sleep on).
+impl Bell for crate::notify::Notifier {
+    fn ring(&self) {
+        self.notify();
+    }
+    fn generation(&self) -> u64 {
+        crate::notify::Notifier::generation(self)
+    }
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        crate::notify::Notifier::wait(self, seen, timeout)
+    }
+    fn wait_polling(&self, seen: u64, poll: Duration, timeout: Duration) -> u64 {
+        crate::notify::Notifier::wait_polling(self, seen, poll, timeout)
+    }
+}
+
 /// The environment of the driver.
 pub trait Platform {
     /// A PCI function.

@@ -27,7 +27,7 @@ use crate::shm::Region;
 use redox_scheme::{Request, Response};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use syscall::data::Stat;
@@ -52,20 +52,35 @@ pub struct HostConfig {
     /// hand-offs per call. A blocked inline caller takes the interrupts itself (see the module
     /// documentation); the daemon thread only runs the polling fallback.
     pub transport: Transport,
-    /// How long a blocked inline caller polls the bell before it sleeps (KVM's halt polling;
-    /// `halt_poll_ns` defaults to 200 µs on x86). Zero: it sleeps at once (after
+    /// How long a guest thread that blocks polls before it sleeps: the daemon thread between
+    /// loops, a client waiting for a reply or an event, a blocked inline caller. This is KVM's
+    /// halt polling (`halt_poll_ns`, 200 µs by default on x86): a vCPU with nothing left to run
+    /// polls for a wake-up before the host deschedules it. Zero: it sleeps at once (after
     /// [`crate::notify::YIELDS`] yields).
-    pub inline_poll: Duration,
+    pub halt_poll: Duration,
 }
 
-/// Default of [`HostConfig::inline_poll`]: KVM's default `halt_poll_ns` on x86. Measured with
+/// Default of [`HostConfig::halt_poll`]: KVM's default `halt_poll_ns` on x86. Measured with
 /// `ptnet-bench --scenario zc-pipe --batch 256 --frame-len 60 --frames 5000000` (2 cores, load
 /// ~1): direct+inline 22.6-27.6 Mpps without polling (four runs), 37.5-41.7 with 200 µs of
 /// yields (three runs); kloop+inline 12.4-30.5 without, 17.0-20.0 with (its four threads share
-/// two cores; the host loops' own waits do not poll). Spinning on the generation without
-/// yielding was as fast for direct+inline but cut kloop+inline to 3.8-7.4 Mpps: the spinner held
-/// the core the host loop thread needed.
-pub const INLINE_POLL: Duration = Duration::from_micros(200);
+/// two cores; the host loops' own waits do not poll, as netmap's kloop does not). Over IPC
+/// (`--frames 4000000`, four alternating runs each), zc-pipe direct 9.2-22.1 without, 20.0-26.5
+/// with, kloop 12.2-15.4 / 14.9-21.2; zc-switch direct 3.8-5.8 / 12.1-16.1, kloop 5.2-7.1 /
+/// 7.0-12.4. Spinning on the generation without yielding was as fast for direct+inline but cut
+/// kloop+inline to 3.8-7.4 Mpps (the spinner held the core the host loop thread needed), and
+/// spinning 2,000 or 20,000 rounds in the reply wait cut the IPC rows 2-3x.
+pub const HALT_POLL: Duration = Duration::from_micros(200);
+
+/// Sleeps on `bell` until its generation differs from `seen` (at most `left`), polling first
+/// for `poll` ([`HostConfig::halt_poll`]).
+fn sleep_on(bell: &(impl Bell + ?Sized), seen: u64, poll: Duration, left: Duration) -> u64 {
+    if poll.is_zero() {
+        bell.wait(seen, left)
+    } else {
+        bell.wait_polling(seen, poll, left)
+    }
+}
 
 /// How a client's request reaches the daemon (see [`HostConfig::transport`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,7 +98,7 @@ impl Default for HostConfig {
             poll: Some(Duration::from_millis(10)),
             reply_timeout: Duration::from_secs(30),
             transport: Transport::Ipc,
-            inline_poll: INLINE_POLL,
+            halt_poll: HALT_POLL,
         }
     }
 }
@@ -126,12 +141,13 @@ impl ReplySlot {
         lock(&self.cqe).take()
     }
 
-    /// The reply, waiting at most `t` on the slot's notifier (a few yields, then parked: no
-    /// spinning. Spinning 2,000 or 20,000 `spin_loop` rounds before sleeping was measured with
-    /// `ptnet-bench --scenario zc-pipe --batch 256`, two runs each, kloop and direct: 5.2-7.1
-    /// and 5.6-10.3 Mpps without, 3.0-3.5 and 4.7-4.8 with 2,000, 1.9-3.8 and 1.8-2.4 with
-    /// 20,000: on two cores the spinner holds the core the thread it waits for needs.)
-    fn wait(&self, t: Duration) -> Option<Cqe> {
+    /// The reply, waiting at most `t` on the slot's notifier, polling it first for `poll` with
+    /// yields, never spinning. (Spinning 2,000 or 20,000 `spin_loop` rounds before sleeping was
+    /// measured with `ptnet-bench --scenario zc-pipe --batch 256`, two runs each, kloop and
+    /// direct: 5.2-7.1 and 5.6-10.3 Mpps without, 3.0-3.5 and 4.7-4.8 with 2,000, 1.9-3.8 and
+    /// 1.8-2.4 with 20,000: on two cores the spinner holds the core the thread it waits for
+    /// needs. A yield hands that core over.)
+    fn wait(&self, t: Duration, poll: Duration) -> Option<Cqe> {
         let end = Instant::now() + t;
         loop {
             let seen = self.bell.generation();
@@ -139,7 +155,7 @@ impl ReplySlot {
                 return Some(c);
             }
             let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            self.bell.wait(seen, left);
+            sleep_on(&self.bell, seen, poll, left);
         }
     }
 }
@@ -152,12 +168,13 @@ struct Shared<P: Platform> {
     /// Where the reply of each request in flight goes (registered before it is submitted).
     replies: Mutex<Replies>,
     events: Mutex<HashMap<(Which, usize), usize>>,
-    event_cv: Condvar,
+    /// Rung when events are posted (what IPC clients waiting for events sleep on).
+    event_bell: Notifier,
     snapshot: Mutex<Snapshot>,
     stop: AtomicBool,
     bell: Arc<dyn Bell>,
     transport: Transport,
-    inline_poll: Duration,
+    halt_poll: Duration,
     /// What the daemon thread sleeps on with [`Transport::Inline`] (only stopping rings it:
     /// interrupts wake the inline callers that wait for them, not the daemon thread).
     idle: Notifier,
@@ -231,12 +248,12 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
             queue: Mutex::default(),
             replies: Mutex::default(),
             events: Mutex::default(),
-            event_cv: Condvar::new(),
+            event_bell: Notifier::new(),
             snapshot: Mutex::default(),
             stop: AtomicBool::new(false),
             bell,
             transport: cfg.transport,
-            inline_poll: cfg.inline_poll,
+            halt_poll: cfg.halt_poll,
             idle: Notifier::new(),
         });
         let sh = shared.clone();
@@ -323,7 +340,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
     /// the bell while the request stays parked (inline).
     fn reply(&self, p: &Pending, t: Duration) -> Option<Cqe> {
         match self.cfg.transport {
-            Transport::Ipc => p.slot.wait(t),
+            Transport::Ipc => p.slot.wait(t, self.cfg.halt_poll),
             Transport::Inline => self.shared.inline_wait(t, || p.slot.take()),
         }
     }
@@ -477,30 +494,26 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
         mask: EventFlags,
         timeout: Duration,
     ) -> EventFlags {
-        if self.cfg.transport == Transport::Inline {
-            let take = || self.shared.take_event(which, fd, mask);
-            return self.shared.inline_wait(timeout, take).unwrap_or(EventFlags::empty());
-        }
-        let end = Instant::now() + timeout;
-        let mut ev = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let e = ev.entry((which, fd)).or_default();
-            let got = *e & mask.bits();
-            if got != 0 {
-                *e &= !got;
-                return EventFlags::from_bits_retain(got);
+        let take = || self.shared.take_event(which, fd, mask);
+        let got = match self.cfg.transport {
+            Transport::Inline => self.shared.inline_wait(timeout, take),
+            Transport::Ipc => {
+                let end = Instant::now() + timeout;
+                loop {
+                    let seen = self.shared.event_bell.generation();
+                    if let Some(e) = take() {
+                        break Some(e);
+                    }
+                    let Some(left) =
+                        end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+                    else {
+                        break None;
+                    };
+                    sleep_on(&self.shared.event_bell, seen, self.cfg.halt_poll, left);
+                }
             }
-            let now = Instant::now();
-            if now >= end {
-                return EventFlags::empty();
-            }
-            ev = self
-                .shared
-                .event_cv
-                .wait_timeout(ev, end - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        };
+        got.unwrap_or(EventFlags::empty())
     }
 }
 
@@ -541,7 +554,7 @@ impl<P: Platform> Shared<P> {
             }
         }
         if posted {
-            self.event_cv.notify_all();
+            self.event_bell.notify();
         }
         if self.transport == Transport::Inline && delivered {
             // Inline callers wait on the bell, not on the reply slots and the event condvar.
@@ -584,7 +597,7 @@ impl<P: Platform> Shared<P> {
     /// Waits at most `t` for `ready` to give something, as a blocked inline caller: checks,
     /// takes the interrupts and ends a batch on this thread (which posts events and answers
     /// parked requests), checks again, then sleeps on the bell (polling it first for
-    /// [`HostConfig::inline_poll`]) until the next interrupt or posted event. The generation is
+    /// [`HostConfig::halt_poll`]) until the next interrupt or posted event. The generation is
     /// read before the first check, so an interrupt or an event after it ends the sleep at once.
     fn inline_wait<T>(&self, t: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         let end = Instant::now() + t;
@@ -598,18 +611,14 @@ impl<P: Platform> Shared<P> {
                 return Some(x);
             }
             let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            if self.inline_poll.is_zero() {
-                self.bell.wait(seen, left);
-            } else {
-                self.bell.wait_polling(seen, self.inline_poll, left);
-            }
+            sleep_on(&*self.bell, seen, self.halt_poll, left);
         }
     }
 }
 
 /// The daemon thread: takes the submitted requests, runs them through the server, ends the batch
-/// (interrupts, parked requests, events), delivers the replies, then sleeps on the bell until a
-/// submission, an interrupt or the polling deadline. With [`Transport::Inline`] it sleeps apart
+/// (interrupts, parked requests, events), delivers the replies, then sleeps on the bell (after
+/// [`HostConfig::halt_poll`]) until a submission, an interrupt or the polling deadline. With [`Transport::Inline`] it sleeps apart
 /// from the bell and only runs the polling fallback (blocked callers take the interrupts).
 fn run<P: Platform>(sh: &Shared<P>, cfg: HostConfig) {
     let mut out = Vec::new();
@@ -638,6 +647,10 @@ fn run<P: Platform>(sh: &Shared<P>, cfg: HostConfig) {
             return;
         }
         let t = cfg.poll.unwrap_or(Duration::from_secs(3600));
-        seen = if inline { sh.idle.wait(seen, t) } else { sh.bell.wait(seen, t) };
+        seen = if inline {
+            sh.idle.wait(seen, t)
+        } else {
+            sleep_on(&*sh.bell, seen, cfg.halt_poll, t)
+        };
     }
 }

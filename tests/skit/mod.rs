@@ -31,7 +31,7 @@ pub fn no_poll() -> HostConfig {
         poll: None,
         reply_timeout: T,
         transport: Transport::Ipc,
-        inline_poll: std::time::Duration::ZERO,
+        halt_poll: std::time::Duration::ZERO,
     }
 }
 
