@@ -204,7 +204,7 @@ pub(super) fn backend(
                 rx.q.enable_notification(rx.mem)?
             };
             if !more {
-                link.wait("backend", &link.dev_wake, seen, progress)?;
+                link.wait("backend", &link.dev_wake, seen, progress, false)?;
             }
             continue;
         }

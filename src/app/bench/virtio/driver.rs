@@ -265,7 +265,7 @@ pub(super) fn tx_vcpu(
             let seen = link.a_irq.generation();
             let short = (want - q.free.len()) as u16;
             if !q.arm(short)? {
-                link.wait("VM A driver", &link.a_irq, seen, progress)?;
+                link.wait("VM A driver", &link.a_irq, seen, progress, true)?;
             }
             continue;
         }
@@ -333,7 +333,7 @@ pub(super) fn rx_vcpu(
             repost(q, link, &mut hold, buf_len, &mut st.drv)?;
             let seen = link.b_irq.generation();
             if !q.arm(1)? {
-                link.wait("VM B driver", &link.b_irq, seen, progress)?;
+                link.wait("VM B driver", &link.b_irq, seen, progress, true)?;
             }
             continue;
         }

@@ -35,7 +35,9 @@
 //!   buffers are laid out per `driver::Layout`: used ring on its own page, 2 KiB buffers.
 //! - Wake-ups: the model's [`Notifier`] for kicks (one for the backend, like one vhost worker
 //!   polling both kick eventfds) and for each VM's interrupt, so this path pays the same
-//!   hand-off costs as ptnet's model. Kicks and interrupts are counted, not paid as VM exits.
+//!   hand-off costs as ptnet's model; the two guests' vCPUs halt-poll before they sleep as
+//!   ptnet's guest threads do ([`HALT_POLL`]), the backend does not (vhost's `busyloop_timeout`
+//!   is 0 by default). Kicks and interrupts are counted, not paid as VM exits.
 //!
 //! Counted: **kicks** = driver→device notifications sent (A's and B's), **interrupts** =
 //! device→driver notifications sent (to A and to B), **copies** = frame copies: one per frame,
@@ -61,6 +63,7 @@ mod device;
 mod driver;
 
 use crate::model::notify::Notifier;
+use crate::scheme::host::HALT_POLL;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -272,13 +275,16 @@ impl Link {
     /// Sleeps on `n` until its generation differs from `seen`, in slices so that a stop is
     /// seen; fails if the run was stopped or if no notification came before the caller's
     /// stall limit (no progress since `since`). Returning only on a notification, never on a
-    /// timeout, makes a lost kick or interrupt an error rather than a slow poll.
+    /// timeout, makes a lost kick or interrupt an error rather than a slow poll. A guest's
+    /// vCPU (`vcpu`) polls for [`HALT_POLL`] first, as ptnet's guest threads do (KVM's halt
+    /// polling); the backend, a vhost worker in the host kernel, sleeps at once.
     fn wait(
         &self,
         who: &'static str,
         n: &Notifier,
         seen: u64,
         since: Instant,
+        vcpu: bool,
     ) -> Result<(), VirtioBenchError> {
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -288,7 +294,9 @@ impl Link {
             if idle >= self.stall {
                 return Err(VirtioBenchError::Stalled { who, after: idle });
             }
-            if n.wait(seen, (self.stall - idle).min(SLICE)) != seen {
+            let t = (self.stall - idle).min(SLICE);
+            let g = if vcpu { n.wait_polling(seen, HALT_POLL.min(t), t) } else { n.wait(seen, t) };
+            if g != seen {
                 return Ok(());
             }
         }
