@@ -633,6 +633,14 @@ fn run<P: Platform>(sh: &Shared<P>, cfg: HostConfig) {
             for (which, sqe) in batch {
                 server.request(which, to_request(sqe), &mut out);
             }
+            if !out.is_empty() {
+                // The replies go out before the end of batch, as a Redox daemon writes each
+                // response when it has handled the request: the caller runs on while this
+                // thread takes the interrupts and posts the events. The counters first, so
+                // that a caller that got its reply sees them include it.
+                sh.record(&server, loops);
+                sh.deliver(&mut out);
+            }
             let poll = cfg.poll.is_some_and(|p| last_poll.elapsed() >= p);
             if poll {
                 last_poll = Instant::now();
