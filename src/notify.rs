@@ -230,12 +230,11 @@ mod tests {
         assert_eq!(h.join().unwrap(), 1);
     }
 
-    /// Wakes a thread that is surely parked (past the yields): it announced itself as a sleeper.
-    #[test]
-    fn wakes_a_parked_thread() {
-        let n = Arc::new(Notifier::new());
+    /// Runs `wait` (from generation 0, with a 20 s timeout) on another thread, notifies once
+    /// it has parked (announced itself as a sleeper), and checks that the notify woke it.
+    fn wake_when_parked(n: &Arc<Notifier>, wait: fn(&Notifier) -> u64) {
         let n2 = n.clone();
-        let h = std::thread::spawn(move || n2.wait(0, Duration::from_secs(20)));
+        let h = std::thread::spawn(move || wait(&n2));
         let t0 = Instant::now();
         while n.sleepers.load(Ordering::SeqCst) == 0 {
             assert!(t0.elapsed() < Duration::from_secs(10), "the waiter never parked");
@@ -244,6 +243,12 @@ mod tests {
         n.notify();
         assert_eq!(h.join().unwrap(), 1);
         assert!(t0.elapsed() < Duration::from_secs(10), "woken by the notify, not the timeout");
+    }
+
+    /// Wakes a thread that is surely parked (past the yields): it announced itself as a sleeper.
+    #[test]
+    fn wakes_a_parked_thread() {
+        wake_when_parked(&Arc::new(Notifier::new()), |n| n.wait(0, Duration::from_secs(20)));
     }
 
     /// A polling wait stays out of the parked state for its window: a notify within it reaches
@@ -276,18 +281,9 @@ mod tests {
     #[test]
     fn a_polling_wait_parks_after_its_window_and_is_woken() {
         let n = Arc::new(Notifier::new());
-        let n2 = n.clone();
-        let h = std::thread::spawn(move || {
-            n2.wait_polling(0, Duration::from_millis(1), Duration::from_secs(20))
+        wake_when_parked(&n, |n| {
+            n.wait_polling(0, Duration::from_millis(1), Duration::from_secs(20))
         });
-        let t0 = Instant::now();
-        while n.sleepers.load(Ordering::SeqCst) == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(10), "the waiter never parked");
-            std::thread::yield_now();
-        }
-        n.notify();
-        assert_eq!(h.join().unwrap(), 1);
-        assert!(t0.elapsed() < Duration::from_secs(10), "woken by the notify, not the timeout");
         let t = Instant::now();
         let poll = Duration::from_millis(5);
         assert_eq!(n.wait_polling(1, poll, Duration::from_millis(30)), 1);
