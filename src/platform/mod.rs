@@ -136,14 +136,9 @@ pub trait Bell: Send + Sync {
     fn generation(&self) -> u64;
     /// Waits until the generation differs from `seen` or `timeout` passes; returns the
     /// generation observed.
-    fn wait(&self, seen: u64, timeout: std::time::Duration) -> u64;
+    fn wait(&self, seen: u64, timeout: Duration) -> u64;
     /// [`Bell::wait`] that polls for up to `poll` before it sleeps (a vCPU's halt polling).
-    fn wait_polling(
-        &self,
-        seen: u64,
-        poll: std::time::Duration,
-        timeout: std::time::Duration,
-    ) -> u64;
+    fn wait_polling(&self, seen: u64, poll: Duration, timeout: Duration) -> u64;
 }
 
 /// A plain notifier is a bell (what the transport's reply slots and event waiters sleep on).
