@@ -823,6 +823,10 @@ impl SlotMover {
         let (mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64);
         let (mut ti, mut ri) = (hr.kring.hwcur, rx.kring.hwtail);
         let mut free = NmPort::rx_free(rx);
+        // The chain in progress in locals: kept in the guarded struct, its two counters were
+        // stored and reloaded per slot (a stalled 16-byte reload took 69 % of this function's
+        // samples in `perf annotate`, zc-pipe direct).
+        let (mut chain_bytes, mut chain_slots) = (p.bytes, p.slots);
         while ti != hr.kring.rhead && free > 0 {
             let ts = hr.view.slot(ti);
             let more = ts.flags & NS_MOREFRAG;
@@ -848,23 +852,25 @@ impl SlotMover {
                 rx.view.set_len_flags(ri, len, more);
                 rs.buf_idx
             };
-            p.bytes += u64::from(len);
-            p.slots += 1;
+            chain_bytes += u64::from(len);
+            chain_slots += 1;
             if tapped {
                 p.frags.push((rx_buf, len));
             }
             ti = ring::next(ti, tn);
             ri = ring::next(ri, rn);
             free -= 1;
-            if more == 0 || p.slots >= NETMAP_MAX_FRAGS * 4 {
+            if more == 0 || chain_slots >= NETMAP_MAX_FRAGS * 4 {
                 if tapped {
                     Self::tap(src, dst, &p.frags);
                 }
                 frames += 1;
-                bytes += p.bytes;
-                *p = Partial::default();
+                bytes += chain_bytes;
+                (chain_bytes, chain_slots) = (0, 0);
+                p.frags.clear();
             }
         }
+        (p.bytes, p.slots) = (chain_bytes, chain_slots);
         let moved = ti != hr.kring.hwcur;
         hr.kring.hwcur = ti;
         rx.kring.hwtail = ri;
