@@ -357,7 +357,6 @@ fn switch_notifies_each_destination_once_per_batch() {
 fn switch_walk_routes_first_then_delivers_once_per_destination() {
     use ptnetd::model::port::Frame;
     use ptnetd::model::switch::SwitchEndpoint;
-    use ptnetd::nm::Slot;
     use std::sync::Mutex;
     /// An endpoint that records its frames' sequence numbers and its `receive_all` calls.
     #[derive(Default)]
@@ -405,33 +404,24 @@ fn switch_walk_routes_first_then_delivers_once_per_destination() {
     // first of the 300 frames for it and drops the rest.
     let (mut to_r, mut to_b) = (Vec::new(), Vec::new());
     for part in 0..3u64 {
-        let mut hr = a.tx_ring(0).unwrap();
-        let n = hr.kring.num_slots;
-        let mut at = hr.kring.hwcur;
-        for seq in part * 200..part * 200 + 200 {
-            let (dst, len) = match seq % 4 {
-                0 => ([0xff; 6], 60),
-                1 => (R, 60),
-                2 => (B, 60),
-                _ => (B, 10),
-            };
-            let f = make_frame(dst, A, seq, 60);
-            let idx = hr.view.slot(at).buf_idx;
-            let off = a.mem().buf_offset(idx).unwrap();
-            a.mem().region().write_bytes(off, &f).unwrap();
-            hr.view.set_slot(at, Slot { buf_idx: idx, len, flags: 0 });
-            at = (at + 1) % n;
-            if seq % 4 != 3 {
-                if seq % 4 != 2 {
-                    to_r.push(seq);
-                }
-                if seq % 4 != 1 {
-                    to_b.push(seq);
-                }
+        let seqs = part * 200..part * 200 + 200;
+        for seq in seqs.clone().filter(|s| s % 4 != 3) {
+            if seq % 4 != 2 {
+                to_r.push(seq);
+            }
+            if seq % 4 != 1 {
+                to_b.push(seq);
             }
         }
-        hr.kring.rhead = at;
-        a.txsync(&mut hr).unwrap();
+        send_walk(
+            &a,
+            seqs.map(|seq| match seq % 4 {
+                0 => (make_frame([0xff; 6], A, seq, 60), 60),
+                1 => (make_frame(R, A, seq, 60), 60),
+                2 => (make_frame(B, A, seq, 60), 60),
+                _ => (make_frame(B, A, seq, 60), 10),
+            }),
+        );
     }
     assert_eq!(*rec.seqs.lock().unwrap(), to_r, "R got its frames and the broadcasts, in order");
     assert_eq!(*rec.batches.lock().unwrap(), vec![100; 3], "one receive_all per walk");
@@ -460,6 +450,52 @@ fn switch_walk_routes_first_then_delivers_once_per_destination() {
     let dropped = 150 + refused; // runts, and B's refusals
     assert_eq!(delta, vec![600, 300, 150, dropped], "frames in, unicast, flooded, dropped");
     let _ = na;
+}
+
+/// One TX walk of port `a`'s ring 0: each `(frame, slot length)` written into the next slot,
+/// then the host's TX sync.
+fn send_walk(a: &NmPort, frames: impl Iterator<Item = (Vec<u8>, u16)>) {
+    use ptnetd::nm::Slot;
+    let mut hr = a.tx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let mut at = hr.kring.hwcur;
+    for (f, len) in frames {
+        let idx = hr.view.slot(at).buf_idx;
+        let off = a.mem().buf_offset(idx).unwrap();
+        a.mem().region().write_bytes(off, &f).unwrap();
+        hr.view.set_slot(at, Slot { buf_idx: idx, len, flags: 0 });
+        at = (at + 1) % n;
+    }
+    hr.kring.rhead = at;
+    a.txsync(&mut hr).unwrap();
+}
+
+/// A walk to a port that takes another virtio-net header length goes through the header
+/// conversion one frame at a time; each frame its full ring refuses is counted once, in the
+/// switch's drops and in the port's.
+#[test]
+fn switch_walk_converting_headers_counts_each_refusal_once() {
+    use ptnetd::model::port::Frame;
+    const C: [u8; 6] = [2, 0, 0, 0, 2, 0xc];
+    let sw = Switch::new("convert");
+    let (a, c) = (lone(36), lone(37));
+    sw.attach_port(&a);
+    let nc = sw.attach_port(&c);
+    assert!(c.set_vnet_hdr_len(12));
+    let mut hello = vec![0u8; 12]; // C's frames carry its 12-byte header
+    hello.extend_from_slice(&make_frame(A, C, 0, 60));
+    sw.forward(nc, 12, 0, &Frame::Bytes(&hello));
+    let stat = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+    let (dropped0, conv0) = (stat(&sw.stats.dropped), stat(&sw.stats.conversion_errors));
+    let (rx0, drops0) = (stat(&c.stats.rx_frames), stat(&c.stats.rx_drops));
+    for part in 0..2u64 {
+        send_walk(&a, (part * 200..part * 200 + 200).map(|seq| (make_frame(C, A, seq, 60), 60)));
+    }
+    let room = 255 - rx0; // nobody reads C's ring
+    assert_eq!(stat(&c.stats.rx_frames) - rx0, room, "C's ring filled");
+    assert_eq!(stat(&c.stats.rx_drops) - drops0, 400 - room, "C counted each refusal");
+    assert_eq!(stat(&sw.stats.dropped) - dropped0, 400 - room, "the switch counted each once");
+    assert_eq!(stat(&sw.stats.conversion_errors), conv0, "no conversion failed");
 }
 
 fn lone(mem_id: u16) -> Arc<NmPort> {

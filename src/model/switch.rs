@@ -389,21 +389,19 @@ impl Switch {
             let frags = &s.frags;
             let mine = routes[k - 1..].iter().filter(|r| r.0 == no);
             let mut frames = mine.map(|r| Frame::Shm { region, frags: &frags[r.1.clone()] });
-            let (total, ok) = if ep.hdr_len() == src_len {
+            if ep.hdr_len() == src_len {
                 let mut n = 0;
                 let ok = ep.receive_all(ring_hint, &mut frames.by_ref().inspect(|_| n += 1));
-                (n, ok)
+                if n > ok {
+                    self.stats.dropped.fetch_add((n - ok) as u64, Ordering::Relaxed);
+                }
             } else {
+                // Converted one by one; `deliver_one` counts its refusals and conversion errors.
                 let frames: Vec<_> = frames.collect();
                 let State { scratch, out, .. } = s;
-                let ok = frames
-                    .iter()
-                    .map(|f| self.deliver_one(scratch, out, ep.as_ref(), src_len, ring_hint, f))
-                    .sum();
-                (frames.len(), ok)
-            };
-            if total > ok {
-                self.stats.dropped.fetch_add((total - ok) as u64, Ordering::Relaxed);
+                for f in &frames {
+                    self.deliver_one(scratch, out, ep.as_ref(), src_len, ring_hint, f);
+                }
             }
             Self::touch(s, no);
         }

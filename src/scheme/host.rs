@@ -173,8 +173,7 @@ struct Shared<P: Platform> {
     snapshot: Mutex<Snapshot>,
     stop: AtomicBool,
     bell: Arc<dyn Bell>,
-    transport: Transport,
-    halt_poll: Duration,
+    cfg: HostConfig,
     /// What the daemon thread sleeps on with [`Transport::Inline`] (only stopping rings it:
     /// interrupts wake the inline callers that wait for them, not the daemon thread).
     idle: Notifier,
@@ -252,8 +251,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
             snapshot: Mutex::default(),
             stop: AtomicBool::new(false),
             bell,
-            transport: cfg.transport,
-            halt_poll: cfg.halt_poll,
+            cfg,
             idle: Notifier::new(),
         });
         let sh = shared.clone();
@@ -556,8 +554,8 @@ impl<P: Platform> Shared<P> {
         if posted {
             self.event_bell.notify();
         }
-        if self.transport == Transport::Inline && delivered {
-            // Inline callers wait on the bell, not on the reply slots and the event condvar.
+        if self.cfg.transport == Transport::Inline && delivered {
+            // Inline callers wait on the bell, not on the reply slots and the event notifier.
             self.bell.ring();
         }
     }
@@ -611,15 +609,16 @@ impl<P: Platform> Shared<P> {
                 return Some(x);
             }
             let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            sleep_on(&*self.bell, seen, self.halt_poll, left);
+            sleep_on(&*self.bell, seen, self.cfg.halt_poll, left);
         }
     }
 }
 
-/// The daemon thread: takes the submitted requests, runs them through the server, ends the batch
-/// (interrupts, parked requests, events), delivers the replies, then sleeps on the bell (after
-/// [`HostConfig::halt_poll`]) until a submission, an interrupt or the polling deadline. With [`Transport::Inline`] it sleeps apart
-/// from the bell and only runs the polling fallback (blocked callers take the interrupts).
+/// The daemon thread: takes the submitted requests, runs them through the server and delivers
+/// their replies, ends the batch (interrupts, parked requests, events), delivers what that
+/// produced, then sleeps on the bell (after [`HostConfig::halt_poll`]) until a submission, an
+/// interrupt or the polling deadline. With [`Transport::Inline`] it sleeps apart from the bell
+/// and only runs the polling fallback (blocked callers take the interrupts).
 fn run<P: Platform>(sh: &Shared<P>, cfg: HostConfig) {
     let mut out = Vec::new();
     let mut last_poll = Instant::now();
