@@ -137,7 +137,8 @@ pub trait Bell: Send + Sync {
     /// Waits until the generation differs from `seen` or `timeout` passes; returns the
     /// generation observed.
     fn wait(&self, seen: u64, timeout: Duration) -> u64;
-    /// [`Bell::wait`] that polls for up to `poll` before it sleeps (a vCPU's halt polling).
+    /// [`Bell::wait`] that polls for up to `poll` before it sleeps (a vCPU's halt polling); a
+    /// zero `poll` is [`Bell::wait`].
     fn wait_polling(&self, seen: u64, poll: Duration, timeout: Duration) -> u64;
 }
 

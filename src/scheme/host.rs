@@ -72,16 +72,6 @@ pub struct HostConfig {
 /// spinning 2,000 or 20,000 rounds in the reply wait cut the IPC rows 2-3x.
 pub const HALT_POLL: Duration = Duration::from_micros(200);
 
-/// Sleeps on `bell` until its generation differs from `seen` (at most `left`), polling first
-/// for `poll` ([`HostConfig::halt_poll`]).
-fn sleep_on(bell: &(impl Bell + ?Sized), seen: u64, poll: Duration, left: Duration) -> u64 {
-    if poll.is_zero() {
-        bell.wait(seen, left)
-    } else {
-        bell.wait_polling(seen, poll, left)
-    }
-}
-
 /// How a client's request reaches the daemon (see [`HostConfig::transport`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -155,7 +145,7 @@ impl ReplySlot {
                 return Some(c);
             }
             let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            sleep_on(&self.bell, seen, poll, left);
+            self.bell.wait_polling(seen, poll, left);
         }
     }
 }
@@ -203,7 +193,6 @@ pub struct HostKernel<P: Platform + Send + 'static> {
     region: Region,
     roots: [usize; 2],
     next_tag: AtomicU32,
-    cfg: HostConfig,
     name: String,
 }
 
@@ -259,7 +248,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
             .name(format!("ptnetd {name}"))
             .spawn(move || run(&sh, cfg))
             .expect("spawning the daemon thread");
-        Self { shared, thread: Some(thread), region, roots, next_tag: AtomicU32::new(1), cfg, name }
+        Self { shared, thread: Some(thread), region, roots, next_tag: AtomicU32::new(1), name }
     }
 
     /// Stops the daemon thread and returns the daemon (to shut the device down).
@@ -270,6 +259,11 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
         drop(self); // its reference to the shared state; the thread's went with the thread
         let sh = Arc::into_inner(shared)?;
         Some(sh.server.into_inner().unwrap_or_else(|e| e.into_inner()).into_daemon())
+    }
+
+    /// The transport's settings.
+    fn cfg(&self) -> &HostConfig {
+        &self.shared.cfg
     }
 
     /// Counters as of the daemon's last loop (or inline request).
@@ -288,7 +282,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
         if let Some(r) = reply {
             lock(&self.shared.replies).insert((which, sqe.tag), r);
         }
-        match self.cfg.transport {
+        match self.cfg().transport {
             Transport::Ipc => {
                 lock(&self.shared.queue).push((which, sqe));
                 self.shared.bell.ring();
@@ -318,7 +312,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
 
     /// Waits for the reply of `p` (`ETIMEDOUT` after the configured reply timeout).
     pub fn wait(&self, p: Pending) -> Result<usize> {
-        self.wait_for(p, self.cfg.reply_timeout)
+        self.wait_for(p, self.cfg().reply_timeout)
     }
 
     /// Waits at most `t` for the reply of `p`.
@@ -337,8 +331,8 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
     /// The reply of `p` within `t`: on the reply slot's notifier (IPC), or taking interrupts on
     /// the bell while the request stays parked (inline).
     fn reply(&self, p: &Pending, t: Duration) -> Option<Cqe> {
-        match self.cfg.transport {
-            Transport::Ipc => p.slot.wait(t, self.cfg.halt_poll),
+        match self.cfg().transport {
+            Transport::Ipc => p.slot.wait(t, self.cfg().halt_poll),
             Transport::Inline => self.shared.inline_wait(t, || p.slot.take()),
         }
     }
@@ -493,7 +487,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
         timeout: Duration,
     ) -> EventFlags {
         let take = || self.shared.take_event(which, fd, mask);
-        let got = match self.cfg.transport {
+        let got = match self.cfg().transport {
             Transport::Inline => self.shared.inline_wait(timeout, take),
             Transport::Ipc => {
                 let end = Instant::now() + timeout;
@@ -507,7 +501,7 @@ impl<P: Platform + Send + 'static> HostKernel<P> {
                     else {
                         break None;
                     };
-                    sleep_on(&self.shared.event_bell, seen, self.cfg.halt_poll, left);
+                    self.shared.event_bell.wait_polling(seen, self.cfg().halt_poll, left);
                 }
             }
         };
@@ -609,7 +603,7 @@ impl<P: Platform> Shared<P> {
                 return Some(x);
             }
             let left = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            sleep_on(&*self.bell, seen, self.cfg.halt_poll, left);
+            self.bell.wait_polling(seen, self.cfg.halt_poll, left);
         }
     }
 }
@@ -657,7 +651,7 @@ fn run<P: Platform>(sh: &Shared<P>, cfg: HostConfig) {
         seen = if inline {
             sh.idle.wait(seen, t)
         } else {
-            sleep_on(&*sh.bell, seen, cfg.halt_poll, t)
+            sh.bell.wait_polling(seen, cfg.halt_poll, t)
         };
     }
 }

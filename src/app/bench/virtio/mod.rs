@@ -294,9 +294,8 @@ impl Link {
             if idle >= self.stall {
                 return Err(VirtioBenchError::Stalled { who, after: idle });
             }
-            let t = (self.stall - idle).min(SLICE);
-            let g = if vcpu { n.wait_polling(seen, HALT_POLL.min(t), t) } else { n.wait(seen, t) };
-            if g != seen {
+            let poll = if vcpu { HALT_POLL } else { Duration::ZERO };
+            if n.wait_polling(seen, poll, (self.stall - idle).min(SLICE)) != seen {
                 return Ok(());
             }
         }
