@@ -188,11 +188,11 @@ fn zc_send<O: Os>(
             let tx = port.tx_ring(ring)?;
             let room = u64::from(tx.space());
             if room == 0 {
-                port.txsync()?;
-                calls += 1;
-                if port.tx_ring(ring)?.space() == 0 {
-                    port.wait(EventFlags::EVENT_WRITE, POLL)?;
-                }
+                // The batch's TXSYNC found the ring full and armed the TX interrupt (§8.2
+                // step 6): wait for it as pkt-gen's `poll` loop does; the readiness check
+                // re-reads the tail (and syncs when the interrupt fired), so a second TXSYNC
+                // here would only cost a call, and in direct mode a kick.
+                port.wait(EventFlags::EVENT_WRITE, POLL)?;
                 continue;
             }
             let n = room.min(batch).min(load.frames - seq);
