@@ -512,3 +512,56 @@ fn pipe(mem_id: u16, rings: u32, slots: u32) -> (Arc<NmPort>, Arc<NmPort>) {
     PipeEnd::connect(&a, &b).unwrap();
     (a, b)
 }
+
+/// The switch remembers the last frame's route (source port and address bytes) so that a
+/// flow is routed with one compare; the memory must follow the table: a destination learnt,
+/// moved or detached after the first frame changes where the same frame goes next.
+#[test]
+fn switch_route_memory_follows_the_table() {
+    use ptnetd::model::port::Frame;
+    use ptnetd::model::switch::SwitchEndpoint;
+    use std::sync::atomic::AtomicU64;
+    #[derive(Default)]
+    struct Counter(AtomicU64);
+    impl SwitchEndpoint for Counter {
+        fn hdr_len(&self) -> u32 {
+            0
+        }
+        fn receive(&self, _ring: u32, _f: &Frame<'_>) -> bool {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    }
+    const X: [u8; 6] = [2, 0, 0, 0, 2, 0x58];
+    let sw = Switch::new("route-memory");
+    let eps: Vec<Arc<Counter>> = (0..3).map(|_| Arc::new(Counter::default())).collect();
+    let nos: Vec<usize> = eps.iter().map(|e| sw.attach(e.clone())).collect();
+    let counts = || eps.iter().map(|e| e.0.swap(0, Ordering::Relaxed)).collect::<Vec<_>>();
+    let a_to_x = make_frame(X, A, 1, 60);
+    let send = |from: usize, f: &[u8]| sw.forward(nos[from], 0, 0, &Frame::Bytes(f));
+    // X unknown: A's frame floods, twice (the second from memory).
+    assert_eq!(send(0, &a_to_x), 2);
+    assert_eq!(send(0, &a_to_x), 2);
+    assert_eq!(counts(), vec![0, 2, 2]);
+    // X speaks on port 2: the same frame from A now goes to port 2 only.
+    assert_eq!(send(2, &make_frame(A, X, 2, 60)), 1);
+    assert_eq!(counts(), vec![1, 0, 0]);
+    assert_eq!(send(0, &a_to_x), 1);
+    assert_eq!(send(0, &a_to_x), 1);
+    assert_eq!(counts(), vec![0, 0, 2], "learnt after the flood");
+    // X moves to port 1.
+    assert_eq!(send(1, &make_frame(A, X, 3, 60)), 1);
+    assert_eq!(counts(), vec![1, 0, 0]);
+    assert_eq!(send(0, &a_to_x), 1);
+    assert_eq!(counts(), vec![0, 1, 0], "moved");
+    // The same bytes entering on port 1, where X is: A moves there too and the frame stays
+    // local (the route remembered for port 0 would send it back out of port 1).
+    assert_eq!(send(1, &a_to_x), 0);
+    assert_eq!(counts(), vec![0, 0, 0], "routed for its own source port");
+    // Port 1 goes away, and with it what was learnt there (A and X): X is unknown again.
+    assert_eq!(send(0, &a_to_x), 1);
+    assert_eq!(counts(), vec![0, 1, 0], "A learnt on port 0 again, X still on port 1");
+    sw.detach(nos[1]);
+    assert_eq!(send(0, &a_to_x), 1);
+    assert_eq!(counts(), vec![0, 0, 1], "detached: flooded to the ports left");
+}

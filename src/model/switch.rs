@@ -114,6 +114,11 @@ struct State {
     /// of one flow hashes neither again (the table is consulted only when they change).
     last_learnt: Option<([u8; 6], usize)>,
     last_lookup: Option<([u8; 6], Option<usize>)>,
+    /// The last frame's route, `(source port, its 12 address bytes, target)`: the frames of
+    /// one flow after it are routed with one compare. Every routed frame that is not a repeat
+    /// learns first and replaces it, so only a change from outside a route (a detach) has to
+    /// forget it.
+    last_route: Option<(usize, [u8; 12], Target)>,
     /// A TX walk's first phase: `(destination port, fragments)` per delivery, the fragments a
     /// range of `frags` (offsets and lengths in the source port's region, checked by the walk).
     routes: Vec<(usize, std::ops::Range<usize>)>,
@@ -211,6 +216,7 @@ impl Switch {
                 touched: Vec::new(),
                 last_learnt: None,
                 last_lookup: None,
+                last_route: None,
                 routes: Vec::new(),
                 frags: Vec::new(),
             }),
@@ -251,6 +257,7 @@ impl Switch {
         s.macs.retain(|_, p| *p != no);
         s.last_learnt = None;
         s.last_lookup = None;
+        s.last_route = None;
     }
 
     /// The switch's name.
@@ -299,6 +306,11 @@ impl Switch {
         if frame.read_at(src_hdr_len as usize, &mut eth) < 12 {
             return Target::Runt;
         }
+        if let Some((p, e, t)) = s.last_route {
+            if p == src && e == eth {
+                return t; // same source, same addresses, same table: same route
+            }
+        }
         let dst: [u8; 6] = eth[..6].try_into().unwrap_or_default();
         let smac: [u8; 6] = eth[6..].try_into().unwrap_or_default();
         if smac[0] & 1 == 0 && s.last_learnt != Some((smac, src)) {
@@ -316,11 +328,13 @@ impl Switch {
             s.last_lookup = Some((dst, t));
             t
         };
-        match target {
+        let t = match target {
             Some(t) if t == src => Target::Local,
             Some(t) => Target::Port(t),
             None => Target::Flood,
-        }
+        };
+        s.last_route = Some((src, eth, t));
+        t
     }
 
     /// Adds the counts of a walk (`[frames in, unicast, flooded]`), once per walk.
