@@ -673,6 +673,51 @@ impl NmPort {
         c.frames as usize
     }
 
+    /// [`NmPort::deliver_all_locked`] for frames of one fragment each, `(offset, len)` in
+    /// `src` (the common case of a switch walk): one slot and one copy per frame, without the
+    /// generic frame walk. A frame longer than one of this port's buffers, and every frame
+    /// while a tap is attached, goes through [`NmPort::fill_rx`]. Returns how many were placed.
+    pub fn deliver_singles_locked(
+        &self,
+        hr: &mut HostRing,
+        src: &Region,
+        frames: &[(usize, usize)],
+    ) -> usize {
+        let mut c = RxCount::default();
+        let bsz = self.mem.buf_size() as usize;
+        let n = hr.kring.num_slots;
+        let dst = self.mem.region();
+        let tapped = self.tapped();
+        let mut free = Self::rx_free(hr);
+        for &(off, len) in frames {
+            if tapped || len > bsz {
+                let _ = self.fill_rx(hr, &Frame::Shm { region: src, frags: &[(off, len)] }, &mut c);
+                free = Self::rx_free(hr);
+                continue;
+            }
+            if free == 0 {
+                c.drops += 1;
+                continue;
+            }
+            let i = hr.kring.hwtail;
+            let placed = self
+                .mem
+                .buf_offset(hr.view.slot(i).buf_idx)
+                .is_some_and(|d| Region::copy(src, off, dst, d, len).is_ok());
+            if !placed {
+                c.errors += 1; // a bad RX slot, as place_rx's BadSlot
+                continue;
+            }
+            hr.view.set_len_flags(i, len as u16, 0);
+            hr.kring.hwtail = ring::next(i, n);
+            free -= 1;
+            c.frames += 1;
+            c.bytes += len as u64;
+        }
+        self.count_rx(c);
+        c.frames as usize
+    }
+
     /// Adds `c` to the port's shared counters (their cache line is shared with the port's
     /// user: once per call, not per frame).
     fn count_rx(&self, c: RxCount) {

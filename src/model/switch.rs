@@ -52,6 +52,12 @@ pub trait SwitchEndpoint: Send + Sync {
     ) -> usize {
         frames.filter(|f| self.receive_quiet(ring_hint, f)).count()
     }
+    /// [`SwitchEndpoint::receive_all`] for frames of one fragment each, `(offset, len)` in
+    /// `region` (most of a switch walk).
+    fn receive_singles(&self, ring_hint: u32, region: &Region, frames: &[(usize, usize)]) -> usize {
+        let mut it = frames.iter().map(|f| Frame::Shm { region, frags: std::slice::from_ref(f) });
+        self.receive_all(ring_hint, &mut it)
+    }
 }
 
 impl SwitchEndpoint for NmPort {
@@ -85,6 +91,11 @@ impl SwitchEndpoint for NmPort {
         let r = ring_hint % self.num_rx_rings().max(1);
         let Some(mut hr) = self.rx_ring(r) else { return 0 };
         self.deliver_all_locked(&mut hr, frames)
+    }
+    fn receive_singles(&self, ring_hint: u32, region: &Region, frames: &[(usize, usize)]) -> usize {
+        let r = ring_hint % self.num_rx_rings().max(1);
+        let Some(mut hr) = self.rx_ring(r) else { return 0 };
+        self.deliver_singles_locked(&mut hr, region, frames)
     }
 }
 
@@ -123,6 +134,8 @@ struct State {
     /// range of `frags` (offsets and lengths in the source port's region, checked by the walk).
     routes: Vec<(usize, std::ops::Range<usize>)>,
     frags: Vec<(usize, usize)>,
+    /// A destination's share of a walk when every frame of it is one fragment.
+    singles: Vec<(usize, usize)>,
 }
 
 /// Where a frame goes.
@@ -219,6 +232,7 @@ impl Switch {
                 last_route: None,
                 routes: Vec::new(),
                 frags: Vec::new(),
+                singles: Vec::new(),
             }),
             stats: SwitchStats::default(),
             space: Arc::new(Notifier::new()),
@@ -402,6 +416,26 @@ impl Switch {
             let ep = ep.clone();
             let frags = &s.frags;
             let mine = routes[k - 1..].iter().filter(|r| r.0 == no);
+            if ep.hdr_len() == src_len {
+                // Single fragments (the common case) as one slice, without the frame walk.
+                s.singles.clear();
+                let all_single = mine.clone().all(|r| {
+                    let one = r.1.len() == 1;
+                    if one {
+                        s.singles.push(frags[r.1.start]);
+                    }
+                    one
+                });
+                if all_single {
+                    let n = s.singles.len();
+                    let ok = ep.receive_singles(ring_hint, region, &s.singles);
+                    if n > ok {
+                        self.stats.dropped.fetch_add((n - ok) as u64, Ordering::Relaxed);
+                    }
+                    Self::touch(s, no);
+                    continue;
+                }
+            }
             let mut frames = mine.map(|r| Frame::Shm { region, frags: &frags[r.1.clone()] });
             if ep.hdr_len() == src_len {
                 let mut n = 0;
