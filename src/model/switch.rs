@@ -416,8 +416,12 @@ impl Switch {
             let ep = ep.clone();
             let frags = &s.frags;
             let mine = routes[k - 1..].iter().filter(|r| r.0 == no);
+            let frame_of = |r: &(usize, std::ops::Range<usize>)| Frame::Shm {
+                region,
+                frags: &frags[r.1.clone()],
+            };
             if ep.hdr_len() == src_len {
-                // Single fragments (the common case) as one slice, without the frame walk.
+                // Single fragments (the common case) go as one slice, without the frame walk.
                 s.singles.clear();
                 let all_single = mine.clone().all(|r| {
                     let one = r.1.len() == 1;
@@ -426,26 +430,20 @@ impl Switch {
                     }
                     one
                 });
-                if all_single {
-                    let n = s.singles.len();
-                    let ok = ep.receive_singles(ring_hint, region, &s.singles);
-                    if n > ok {
-                        self.stats.dropped.fetch_add((n - ok) as u64, Ordering::Relaxed);
-                    }
-                    Self::touch(s, no);
-                    continue;
-                }
-            }
-            let mut frames = mine.map(|r| Frame::Shm { region, frags: &frags[r.1.clone()] });
-            if ep.hdr_len() == src_len {
-                let mut n = 0;
-                let ok = ep.receive_all(ring_hint, &mut frames.by_ref().inspect(|_| n += 1));
+                let (n, ok) = if all_single {
+                    (s.singles.len(), ep.receive_singles(ring_hint, region, &s.singles))
+                } else {
+                    let mut frames = mine.map(frame_of);
+                    let mut n = 0;
+                    let ok = ep.receive_all(ring_hint, &mut frames.by_ref().inspect(|_| n += 1));
+                    (n, ok)
+                };
                 if n > ok {
                     self.stats.dropped.fetch_add((n - ok) as u64, Ordering::Relaxed);
                 }
             } else {
                 // Converted one by one; `deliver_one` counts its refusals and conversion errors.
-                let frames: Vec<_> = frames.collect();
+                let frames: Vec<_> = mine.map(frame_of).collect();
                 let State { scratch, out, .. } = s;
                 for f in &frames {
                     self.deliver_one(scratch, out, ep.as_ref(), src_len, ring_hint, f);
