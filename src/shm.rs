@@ -136,6 +136,7 @@ impl Region {
         self._owner.as_ref()?.downcast_ref::<Mapping>().map(|m| m.fd)
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize, align: usize) -> Result<(), ShmError> {
         let end = offset.checked_add(len);
         if end.is_none_or(|e| e > self.len) {
@@ -252,6 +253,17 @@ impl Region {
         // cannot overlap shared memory we never hand out references to.
         unsafe { core::ptr::copy_nonoverlapping(self.at(offset), dst.as_mut_ptr(), dst.len()) };
         Ok(())
+    }
+
+    /// `N` bytes from `offset`, as an array (a fixed-size copy the compiler turns into a few
+    /// loads, where [`Region::read_bytes`] calls `memcpy`).
+    #[inline]
+    pub fn read_array<const N: usize>(&self, offset: usize) -> Result<[u8; N], ShmError> {
+        self.check(offset, N, 1)?;
+        let mut out = [0u8; N];
+        // SAFETY: the source range is in bounds (checked); `out` is our own local array.
+        unsafe { core::ptr::copy_nonoverlapping(self.at(offset), out.as_mut_ptr(), N) };
+        Ok(out)
     }
 
     /// Copies `src` into the region at `offset`.
@@ -458,6 +470,10 @@ mod tests {
         assert_eq!(u32::from_le_bytes(b), 7);
         assert!(s.sub(60, 8).is_err());
         assert!(s.read_bytes(62, &mut [0u8; 4]).is_err());
+        s.write_bytes(52, b"twelve bytes").unwrap();
+        assert_eq!(s.read_array::<12>(52), Ok(*b"twelve bytes"));
+        assert!(matches!(s.read_array::<12>(53), Err(ShmError::OutOfBounds { .. })));
+        assert!(s.read_array::<4>(usize::MAX - 1).is_err());
     }
 
     #[test]

@@ -641,3 +641,25 @@ fn deliver_singles_places_splits_and_counts() {
     assert_eq!(tap.frames(), 10);
     let _ = std::fs::remove_file(&path);
 }
+
+/// `Frame::read_array` (the switch's read of a frame's addresses): from one fragment with one
+/// copy, across fragments, from plain bytes; `None` when the frame is shorter.
+#[test]
+fn frame_read_array_within_and_across_fragments() {
+    use ptnetd::model::port::Frame;
+    use ptnetd::shm::Region;
+    let r = Region::alloc(4096).unwrap();
+    r.write_bytes(100, b"0123456789ab").unwrap();
+    r.write_bytes(2000, b"xyz").unwrap();
+    let one = Frame::Shm { region: &r, frags: &[(100, 12)] };
+    assert_eq!(one.read_array::<12>(0), Some(*b"0123456789ab"));
+    assert_eq!(one.read_array::<4>(8), Some(*b"89ab"));
+    assert_eq!(one.read_array::<12>(1), None, "one byte short");
+    let two = Frame::Shm { region: &r, frags: &[(100, 10), (2000, 3)] };
+    assert_eq!(two.read_array::<12>(1), Some(*b"123456789xyz"));
+    assert_eq!(two.read_array::<12>(2), None);
+    assert_eq!(Frame::Bytes(b"abcdef").read_array::<3>(3), Some(*b"def"));
+    // A fragment outside the region reads as nothing, not a panic.
+    let bad = Frame::Shm { region: &r, frags: &[(4090, 12)] };
+    assert_eq!(bad.read_array::<12>(0), None);
+}

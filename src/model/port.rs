@@ -106,7 +106,6 @@ pub struct HostRing {
     pub frames: u64,
     /// Bytes this TX ring sent.
     pub bytes: u64,
-    frags: Vec<(usize, usize)>,
 }
 
 /// Something that wants to hear about a port's events (the kloop of an attached ptnet device).
@@ -199,6 +198,19 @@ impl Frame<'_> {
                 done
             }
         }
+    }
+
+    /// `N` bytes from byte `pos` of the frame, if it has them: [`Frame::read_at`] with one
+    /// fixed-size copy when a single fragment holds them (a switch reading addresses).
+    #[inline]
+    pub fn read_array<const N: usize>(&self, pos: usize) -> Option<[u8; N]> {
+        if let Frame::Shm { region, frags: [(off, len)] } = self {
+            if len.checked_sub(pos).is_some_and(|r| r >= N) {
+                return region.read_array(off + pos).ok();
+            }
+        }
+        let mut out = [0u8; N];
+        (self.read_at(pos, &mut out) == N).then_some(out)
     }
 
     /// Appends the whole frame to `out`.
@@ -339,14 +351,7 @@ impl NmPort {
                 view.set_cur(kring.rcur);
                 view.set_tail(kring.rtail);
                 ring_ofs.push(ofs as i64 - nifp_ofs as i64);
-                let hr = Mutex::new(HostRing {
-                    kring,
-                    view,
-                    id,
-                    frames: 0,
-                    bytes: 0,
-                    frags: Vec::new(),
-                });
+                let hr = Mutex::new(HostRing { kring, view, id, frames: 0, bytes: 0 });
                 if dir == DIR_TX {
                     tx.push(hr)
                 } else {
@@ -554,14 +559,19 @@ impl NmPort {
     ) -> usize {
         let n = hr.kring.num_slots;
         let region = self.mem.region().clone();
-        let mut frags = std::mem::take(&mut hr.frags);
-        // A chain's slot indices, on the stack (a frame has at most NETMAP_MAX_FRAGS slots).
+        let bsz = self.mem.buf_size();
+        // Whether to record is decided once per walk (a tap attached meanwhile starts with the
+        // next one).
+        let tapped = self.tapped();
+        // A chain's fragments and slot indices, on the stack (a frame has at most
+        // NETMAP_MAX_FRAGS slots; a longer chain is consumed as an error).
+        let mut frags = [(0usize, 0usize); NETMAP_MAX_FRAGS];
         let mut slots = [0u32; NETMAP_MAX_FRAGS];
         // The port's counters are shared: added to once per call, not per frame.
         let (mut sent, mut bytes, mut errors) = (0usize, 0u64, 0u64);
         'frames: while hr.kring.hwcur != hr.kring.rhead {
-            frags.clear();
             let mut k = 0usize;
+            let mut len = 0usize;
             let mut i = hr.kring.hwcur;
             let mut bad = false;
             loop {
@@ -569,18 +579,15 @@ impl NmPort {
                     break 'frames; // unterminated chain: hold it back
                 }
                 let s = hr.view.slot(i);
-                if k < NETMAP_MAX_FRAGS {
-                    slots[k] = i;
-                } else {
-                    bad = true; // over-long chain: consumed and counted as an error below
+                match self.mem.buf_offset(s.buf_idx) {
+                    Some(off) if (s.len as u32) <= bsz && k < NETMAP_MAX_FRAGS => {
+                        frags[k] = (off, s.len as usize);
+                        slots[k] = i;
+                        len += s.len as usize;
+                    }
+                    _ => bad = true, // a bad slot, or an over-long chain
                 }
                 k += 1;
-                match self.mem.buf_offset(s.buf_idx) {
-                    Some(off) if (s.len as u32) <= self.mem.buf_size() => {
-                        frags.push((off, s.len as usize))
-                    }
-                    _ => bad = true,
-                }
                 i = ring::next(i, n);
                 if s.flags & NS_MOREFRAG == 0 {
                     break;
@@ -591,13 +598,12 @@ impl NmPort {
                 hr.kring.hwcur = i;
                 continue;
             }
-            let frame = Frame::Shm { region: &region, frags: &frags };
+            let frame = Frame::Shm { region: &region, frags: &frags[..k] };
             if !f(&frame, &slots[..k]) {
                 break;
             }
-            let len = frame.len() as u64;
-            bytes += len;
-            if self.tapped() {
+            bytes += len as u64;
+            if tapped {
                 self.record(&frame);
             }
             hr.kring.hwcur = i;
@@ -612,7 +618,6 @@ impl NmPort {
         if errors > 0 {
             self.stats.tx_errors.fetch_add(errors, Ordering::Relaxed);
         }
-        hr.frags = frags;
         sent
     }
 

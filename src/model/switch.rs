@@ -316,10 +316,9 @@ impl Switch {
     /// Learns the source address of `frame` (entering on `src`, after a `src_hdr_len`-byte
     /// header) and finds where it goes.
     fn route(s: &mut State, src: usize, src_hdr_len: u32, frame: &Frame<'_>) -> Target {
-        let mut eth = [0u8; 12];
-        if frame.read_at(src_hdr_len as usize, &mut eth) < 12 {
+        let Some(eth) = frame.read_array::<12>(src_hdr_len as usize) else {
             return Target::Runt;
-        }
+        };
         if let Some((p, e, t)) = s.last_route {
             if p == src && e == eth {
                 return t; // same source, same addresses, same table: same route
