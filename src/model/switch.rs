@@ -363,6 +363,7 @@ impl Switch {
     /// records a delivery per destination port, without touching any destination yet.
     /// `counts` gathers `[frames in, unicast, flooded]`; a runt is counted as dropped. The
     /// fragments are copied once here (the walk checked them) and used as copied.
+    #[inline]
     fn route_walk(
         &self,
         s: &mut State,
