@@ -155,6 +155,24 @@ fn targets(rows: &[Row]) -> String {
             if let Some(w) = of(&|r| r.batch >= 256) {
                 let one = of(&|r| r.batch == 1).map_or("-".into(), |x| format!("{x:.3}"));
                 out += &format!("\n    {s} ({m}): {w:.4}: {}; batch 1: {one}", verdict(w <= 0.01));
+                // Who pays in the worst row: sender's and receiver's kicks + interrupts.
+                let worst = rows.iter().find(|r| {
+                    r.scenario == s
+                        && r.host_mode == *m
+                        && r.batch >= 256
+                        && r.kicks_per_packet + r.interrupts_per_packet == w
+                });
+                if let Some(r) = worst {
+                    if let (Some(k), Some(i)) =
+                        (r.sender_kicks_per_packet, r.sender_interrupts_per_packet)
+                    {
+                        let (rk, ri) = (r.kicks_per_packet - k, r.interrupts_per_packet - i);
+                        out += &format!(
+                            " (batch {}, {} B: sender {k:.4} kicks + {i:.4} irqs, receiver {rk:.4} + {ri:.4})",
+                            r.batch, r.frame_len
+                        );
+                    }
+                }
             }
         }
     }

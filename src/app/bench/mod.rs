@@ -268,6 +268,9 @@ pub(crate) struct Measured {
     pub copies: u64,
     /// Scheme calls the clients made (syncs, reads, writes; not event waits).
     pub scheme_calls: u64,
+    /// Of `kicks` and `interrupts`, those of the sending VM's device (VM-to-VM scenarios
+    /// only; the rest are the receiving VM's).
+    pub sender_notifications: Option<(u64, u64)>,
 }
 
 /// One row of the results (`target/bench/throughput.json` is a list of these).
@@ -304,6 +307,13 @@ pub struct Row {
     /// Mpps of every round of this cell, in run order (the row is the best round's).
     #[serde(default)]
     pub mpps_rounds: Vec<f64>,
+    /// VM-to-VM scenarios: the kicks and interrupts per frame of the sending VM's device
+    /// (the receiving VM's are the totals minus these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_kicks_per_packet: Option<f64>,
+    /// See `sender_kicks_per_packet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_interrupts_per_packet: Option<f64>,
 }
 
 impl Row {
@@ -327,6 +337,8 @@ impl Row {
             copies_per_packet: m.copies as f64 / f,
             scheme_calls_per_frame: m.scheme_calls as f64 / f,
             mpps_rounds: vec![mpps],
+            sender_kicks_per_packet: m.sender_notifications.map(|(k, _)| k as f64 / f),
+            sender_interrupts_per_packet: m.sender_notifications.map(|(_, i)| i as f64 / f),
         }
     }
 }
@@ -480,6 +492,7 @@ fn run_virtio(c: &Cell) -> Result<Measured, BenchError> {
         interrupts: r.interrupts,
         copies: r.copies,
         scheme_calls: 0,
+        sender_notifications: None,
     })
 }
 
@@ -608,8 +621,14 @@ mod tests {
         assert!(near("mpps", 1.0) && near("gbit_s", 0.48), "{r}");
         assert!(near("kicks_per_packet", 0.005) && near("interrupts_per_packet", 0.01), "{r}");
         assert!(near("copies_per_packet", 0.0) && near("scheme_calls_per_frame", 0.008), "{r}");
+        assert!(r.get("sender_kicks_per_packet").is_none(), "no split measured: no key");
         let back: Vec<Row> = serde_json::from_value(j).unwrap();
         assert_eq!(back[0].frames, 1000);
+        let split = Measured { sender_notifications: Some((3, 4)), ..m };
+        let j = serde_json::to_value(Row::new(&c, &split)).unwrap();
+        let near = |k: &str, v: f64| (j[k].as_f64().unwrap() - v).abs() < 1e-9;
+        assert!(near("sender_kicks_per_packet", 0.003), "{j}");
+        assert!(near("sender_interrupts_per_packet", 0.004), "{j}");
     }
 
     #[test]
@@ -697,6 +716,16 @@ mod tests {
                 assert_eq!(r.frames_dropped, 0, "{what}");
             }
             assert!(r.kicks_per_packet.is_finite() && r.interrupts_per_packet.is_finite());
+            let vm_to_vm = [Scenario::ZcPipe, Scenario::ZcSwitch].contains(&c.scenario);
+            match (r.sender_kicks_per_packet, r.sender_interrupts_per_packet) {
+                (Some(k), Some(i)) => {
+                    assert!(vm_to_vm, "{what}");
+                    assert!(k > 0.0 && k <= r.kicks_per_packet, "{what}: sender kicks {k}");
+                    assert!(i <= r.interrupts_per_packet, "{what}: sender interrupts {i}");
+                }
+                (None, None) => assert!(!vm_to_vm, "{what}: no sender split"),
+                _ => panic!("{what}: half a split"),
+            }
             match c.scenario {
                 Scenario::SpscCeiling | Scenario::VirtioBaseline => {
                     assert_eq!(r.scheme_calls_per_frame, 0.0)

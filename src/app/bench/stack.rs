@@ -158,6 +158,7 @@ pub(super) fn run(c: &Cell, dev: Device) -> Result<Measured, BenchError> {
         interrupts: i1 - i0,
         copies: switch_copies + client_copies,
         scheme_calls: calls,
+        sender_notifications: None,
     };
     drop((ea, eb));
     drop((oa, ob));

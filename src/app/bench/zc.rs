@@ -378,6 +378,7 @@ pub(super) fn tx(c: &Cell) -> Result<Measured, BenchError> {
         interrupts: i1 - i0,
         copies: 0, // the client writes in place, the sink reads in place
         scheme_calls: sent.calls,
+        sender_notifications: None,
     })
 }
 
@@ -419,6 +420,7 @@ pub(super) fn rx(c: &Cell) -> Result<Measured, BenchError> {
         interrupts: i1 - i0,
         copies, // the source writes each frame into an RX buffer (what a NIC's DMA does)
         scheme_calls: got.calls,
+        sender_notifications: None,
     })
 }
 
@@ -495,6 +497,7 @@ pub(super) fn vm_to_vm(c: &Cell, link: Link) -> Result<Measured, BenchError> {
     let mut txp = NetmapPort::open(&oa, a.k.name(), "0/T")?;
     let mut rxp = NetmapPort::open(&ob, b.k.name(), "0/R")?;
     let (k0, i0) = notifications(&[&a, &b]);
+    let (ka0, ia0) = a.notifications();
     let (rx0, drop0) =
         (pb.stats.rx_frames.load(Ordering::Relaxed), sw.stats.dropped.load(Ordering::Relaxed));
     let dropped = || sw.stats.dropped.load(Ordering::Relaxed) - drop0;
@@ -512,6 +515,7 @@ pub(super) fn vm_to_vm(c: &Cell, link: Link) -> Result<Measured, BenchError> {
     let got = got.map_err(|_| BenchError::Setup("receiver panicked".into()))?;
     let (sent, got) = (sent?, got?);
     let (k1, i1) = notifications(&[&a, &b]);
+    let (ka1, ia1) = a.notifications();
     let copies = match link {
         Link::Pipe => 0, // PipeEnd swaps buffer indices
         Link::Switch => pb.stats.rx_frames.load(Ordering::Relaxed) - rx0,
@@ -525,6 +529,7 @@ pub(super) fn vm_to_vm(c: &Cell, link: Link) -> Result<Measured, BenchError> {
         interrupts: i1 - i0,
         copies,
         scheme_calls: sent.calls + got.calls,
+        sender_notifications: Some((ka1 - ka0, ia1 - ia0)),
     };
     drop((txp, rxp));
     drop((oa, ob));
