@@ -146,32 +146,27 @@ fn targets(rows: &[Row]) -> String {
     out += "\n  kicks+interrupts per packet (worst at batch>=256, both frame lengths, vs 0.01; batch 1):";
     for s in ["zc-tx", "zc-rx", "zc-pipe", "zc-switch", "virtio-baseline"] {
         for m in IPC.iter().chain(INLINE) {
-            let of = |keep: &dyn Fn(&Row) -> bool| {
+            // The row with the most kicks + interrupts among those `keep` takes.
+            let total = |r: &Row| r.kicks_per_packet + r.interrupts_per_packet;
+            let worst = |keep: &dyn Fn(&Row) -> bool| {
                 rows.iter()
                     .filter(|r| r.scenario == s && r.host_mode == *m && keep(r))
-                    .map(|r| r.kicks_per_packet + r.interrupts_per_packet)
-                    .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+                    .max_by(|a, b| total(a).total_cmp(&total(b)))
             };
-            if let Some(w) = of(&|r| r.batch >= 256) {
-                let one = of(&|r| r.batch == 1).map_or("-".into(), |x| format!("{x:.3}"));
+            if let Some(r) = worst(&|r| r.batch >= 256) {
+                let w = total(r);
+                let one =
+                    worst(&|r| r.batch == 1).map_or("-".into(), |x| format!("{:.3}", total(x)));
                 out += &format!("\n    {s} ({m}): {w:.4}: {}; batch 1: {one}", verdict(w <= 0.01));
                 // Who pays in the worst row: sender's and receiver's kicks + interrupts.
-                let worst = rows.iter().find(|r| {
-                    r.scenario == s
-                        && r.host_mode == *m
-                        && r.batch >= 256
-                        && r.kicks_per_packet + r.interrupts_per_packet == w
-                });
-                if let Some(r) = worst {
-                    if let (Some(k), Some(i)) =
-                        (r.sender_kicks_per_packet, r.sender_interrupts_per_packet)
-                    {
-                        let (rk, ri) = (r.kicks_per_packet - k, r.interrupts_per_packet - i);
-                        out += &format!(
-                            " (batch {}, {} B: sender {k:.4} kicks + {i:.4} irqs, receiver {rk:.4} + {ri:.4})",
-                            r.batch, r.frame_len
-                        );
-                    }
+                if let (Some(k), Some(i)) =
+                    (r.sender_kicks_per_packet, r.sender_interrupts_per_packet)
+                {
+                    let (rk, ri) = (r.kicks_per_packet - k, r.interrupts_per_packet - i);
+                    out += &format!(
+                        " (batch {}, {} B: sender {k:.4} kicks + {i:.4} irqs, receiver {rk:.4} + {ri:.4})",
+                        r.batch, r.frame_len
+                    );
                 }
             }
         }

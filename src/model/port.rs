@@ -690,8 +690,6 @@ impl NmPort {
     ) -> usize {
         let mut c = RxCount::default();
         let bsz = self.mem.buf_size() as usize;
-        let n = hr.kring.num_slots;
-        let dst = self.mem.region();
         let tapped = self.tapped();
         let mut free = Self::rx_free(hr);
         for &(off, len) in frames {
@@ -704,17 +702,13 @@ impl NmPort {
                 c.drops += 1;
                 continue;
             }
-            let i = hr.kring.hwtail;
-            let placed = self
-                .mem
-                .buf_offset(hr.view.slot(i).buf_idx)
-                .is_some_and(|d| Region::copy(src, off, dst, d, len).is_ok());
-            if !placed {
-                c.errors += 1; // a bad RX slot, as place_rx's BadSlot
+            if self
+                .place_one(hr, len, |dst, d| Region::copy(src, off, dst, d, len).is_ok())
+                .is_err()
+            {
+                c.errors += 1; // a bad RX slot
                 continue;
             }
-            hr.view.set_len_flags(i, len as u16, 0);
-            hr.kring.hwtail = ring::next(i, n);
             free -= 1;
             c.frames += 1;
             c.bytes += len as u64;
@@ -774,12 +768,10 @@ impl NmPort {
         let region = self.mem.region();
         if need == 1 {
             // The common case, without the offsets array: one slot, one copy.
-            let i = hr.kring.hwtail;
-            let off = self.mem.buf_offset(hr.view.slot(i).buf_idx).ok_or(DeliverError::BadSlot)?;
-            frame.copy_to(0, region, off, len);
-            hr.view.set_len_flags(i, len as u16, 0);
-            hr.kring.hwtail = ring::next(i, n);
-            return Ok(len);
+            return self.place_one(hr, len, |dst, off| {
+                frame.copy_to(0, dst, off, len);
+                true
+            });
         }
         let mut offs = [0usize; NETMAP_MAX_FRAGS];
         let mut i = hr.kring.hwtail;
@@ -797,6 +789,27 @@ impl NmPort {
             i = ring::next(i, n);
         }
         hr.kring.hwtail = i;
+        Ok(len)
+    }
+
+    /// Puts a `len`-byte frame (at most one buffer) in the RX slot at `hwtail`, which the
+    /// caller found free: `write` copies it into the slot's buffer (this port's region and the
+    /// buffer's offset, the slot's buffer index read once and checked) and says whether it
+    /// could; then the slot's length is set and `hwtail` advances. A bad buffer index, or a
+    /// failed write, is `BadSlot` and moves nothing.
+    fn place_one(
+        &self,
+        hr: &mut HostRing,
+        len: usize,
+        write: impl FnOnce(&Region, usize) -> bool,
+    ) -> Result<usize, DeliverError> {
+        let i = hr.kring.hwtail;
+        let off = self.mem.buf_offset(hr.view.slot(i).buf_idx).ok_or(DeliverError::BadSlot)?;
+        if !write(self.mem.region(), off) {
+            return Err(DeliverError::BadSlot);
+        }
+        hr.view.set_len_flags(i, len as u16, 0);
+        hr.kring.hwtail = ring::next(i, hr.kring.num_slots);
         Ok(len)
     }
 
