@@ -7,7 +7,7 @@
 //! acting on it.
 
 use crate::abi::netmap::*;
-use crate::shm::{Region, ShmError};
+use crate::shm::{Region, ShmError, Words, WordsRef};
 use core::fmt;
 
 /// Errors building a view.
@@ -57,6 +57,11 @@ pub struct Slot {
 pub struct RingView {
     r: Region,
     num_slots: u32,
+    /// The slot array as 64-bit words (slot `i` is words `2i` and `2i + 1`), if the ring is
+    /// 8-aligned (netmap's always are; a host's odd `ring_ofs` gets the field-by-field path):
+    /// bounds and alignment are checked once here, so the slot accesses of the hot loops cost
+    /// one compare each instead of a region check.
+    words: Option<Words>,
 }
 
 impl RingView {
@@ -75,7 +80,8 @@ impl RingView {
         }
         let size = ring_size(num_slots);
         let r = region.sub(0, size)?;
-        Ok(Self { r, num_slots })
+        let words = r.words(RING_HDR_SIZE, 2 * num_slots as usize).ok();
+        Ok(Self { r, num_slots, words })
     }
 
     /// Number of slots this view was built with.
@@ -88,27 +94,29 @@ impl RingView {
         &self.r
     }
 
+    /// The slots for a hot loop, if the ring is 8-aligned: see [`Slots`].
+    #[inline]
+    pub fn slots(&self) -> Option<Slots<'_>> {
+        self.words.as_ref().map(|w| Slots { w: w.borrow() })
+    }
+
     fn slot_off(&self, i: u32) -> usize {
-        // The division only for an index out of range (callers pass in-range indices).
-        let i = if i < self.num_slots { i } else { i % self.num_slots };
-        RING_HDR_SIZE + SLOT_SIZE * i as usize
+        RING_HDR_SIZE + SLOT_SIZE * index(i, self.num_slots)
     }
 
     /// Reads slot `i` (taken modulo N, so a bad index cannot leave the ring): `buf_idx`, `len`
     /// and `flags` are the slot's first 8 bytes, read as one 64-bit load (one bounds check; the
     /// three values are of one moment), or field by field if the ring is not 8-aligned.
+    #[inline]
     pub fn slot(&self, i: u32) -> Slot {
         const _: () = assert!(SLOT_BUF_IDX == 0 && SLOT_LEN == 4 && SLOT_FLAGS == 6);
+        const _: () = assert!(SLOT_SIZE == 16 && RING_HDR_SIZE.is_multiple_of(8));
+        if let Some(s) = self.slots() {
+            return s.slot(index(i, self.num_slots) as u32);
+        }
         let o = self.slot_off(i);
         match self.r.try_load_u64(o) {
-            Ok(v) => {
-                let b = v.to_ne_bytes();
-                Slot {
-                    buf_idx: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-                    len: u16::from_ne_bytes([b[4], b[5]]),
-                    flags: u16::from_ne_bytes([b[6], b[7]]),
-                }
-            }
+            Ok(v) => unpack(v),
             Err(_) => Slot {
                 buf_idx: self.r.load_u32(o + SLOT_BUF_IDX),
                 len: self.r.load_u16(o + SLOT_LEN),
@@ -119,10 +127,13 @@ impl RingView {
 
     /// Writes slot `i` (modulo N) as one 64-bit store of its first 8 bytes (field by field if
     /// the ring is not 8-aligned); `ptr` is left alone.
+    #[inline]
     pub fn set_slot(&self, i: u32, s: Slot) {
+        if let Some(w) = self.slots() {
+            return w.set_slot(index(i, self.num_slots) as u32, s);
+        }
+        let v = pack(s);
         let o = self.slot_off(i);
-        let (b, l, f) = (s.buf_idx.to_ne_bytes(), s.len.to_ne_bytes(), s.flags.to_ne_bytes());
-        let v = u64::from_ne_bytes([b[0], b[1], b[2], b[3], l[0], l[1], f[0], f[1]]);
         if self.r.try_store_u64(o, v).is_err() {
             self.r.store_u32(o + SLOT_BUF_IDX, s.buf_idx);
             self.r.store_u16(o + SLOT_LEN, s.len);
@@ -131,10 +142,12 @@ impl RingView {
     }
 
     /// Writes slot `i`'s `len` and `flags` only (one 32-bit store).
+    #[inline]
     pub fn set_len_flags(&self, i: u32, len: u16, flags: u16) {
-        let o = self.slot_off(i);
-        let (l, f) = (len.to_ne_bytes(), flags.to_ne_bytes());
-        self.r.store_u32(o + SLOT_LEN, u32::from_ne_bytes([l[0], l[1], f[0], f[1]]));
+        if let Some(w) = self.slots() {
+            return w.set_len_flags(index(i, self.num_slots) as u32, len, flags);
+        }
+        self.r.store_u32(self.slot_off(i) + SLOT_LEN, pack_len_flags(len, flags));
     }
 
     /// Writes slot `i`'s `ptr` field.
@@ -205,6 +218,90 @@ impl RingView {
             );
             self.set_slot_ptr(i, 0);
         }
+    }
+}
+
+/// `i` modulo `n`; the division only for an index out of range (callers pass in-range ones).
+#[inline]
+fn index(i: u32, n: u32) -> usize {
+    (if i < n { i } else { i % n }) as usize
+}
+
+/// A slot's first 8 bytes, read as one native-endian word, as `buf_idx`, `len` and `flags`.
+#[inline]
+fn unpack(v: u64) -> Slot {
+    let b = v.to_ne_bytes();
+    Slot {
+        buf_idx: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        len: u16::from_ne_bytes([b[4], b[5]]),
+        flags: u16::from_ne_bytes([b[6], b[7]]),
+    }
+}
+
+/// A slot's first 8 bytes as one native-endian word.
+#[inline]
+fn pack(s: Slot) -> u64 {
+    let (b, l, f) = (s.buf_idx.to_ne_bytes(), s.len.to_ne_bytes(), s.flags.to_ne_bytes());
+    u64::from_ne_bytes([b[0], b[1], b[2], b[3], l[0], l[1], f[0], f[1]])
+}
+
+/// A slot's `len` and `flags` (bytes 4..8) as one native-endian 32-bit word.
+#[inline]
+fn pack_len_flags(len: u16, flags: u16) -> u32 {
+    let (l, f) = (len.to_ne_bytes(), flags.to_ne_bytes());
+    u32::from_ne_bytes([l[0], l[1], f[0], f[1]])
+}
+
+/// Slot access by index, through a [`RingView`] (an index ≥ N is taken modulo N) or the
+/// [`Slots`] taken from one (an index ≥ N reads an empty slot and drops a write): hot loops,
+/// whose indices come from validated krings and stay below N, are written once over this and
+/// run on `Slots` when the ring allows it.
+pub trait SlotAccess {
+    /// Reads slot `i` (`buf_idx`, `len`, `flags` of one moment).
+    fn slot(&self, i: u32) -> Slot;
+    /// Writes slot `i`'s first 8 bytes (`ptr` is left alone).
+    fn set_slot(&self, i: u32, s: Slot);
+    /// Writes slot `i`'s `len` and `flags` only.
+    fn set_len_flags(&self, i: u32, len: u16, flags: u16);
+}
+
+impl SlotAccess for &RingView {
+    #[inline]
+    fn slot(&self, i: u32) -> Slot {
+        RingView::slot(self, i)
+    }
+    #[inline]
+    fn set_slot(&self, i: u32, s: Slot) {
+        RingView::set_slot(self, i, s)
+    }
+    #[inline]
+    fn set_len_flags(&self, i: u32, len: u16, flags: u16) {
+        RingView::set_len_flags(self, i, len, flags)
+    }
+}
+
+/// The slot array of an 8-aligned ring, borrowed from its [`RingView`] ([`RingView::slots`]):
+/// the array's word pointer and length in a `Copy` value a loop keeps in registers. An access
+/// is the array's index compare and one atomic load or store: slot `i` is words `2i`
+/// (`buf_idx`, `len`, `flags`) and `2i + 1` (`ptr`); an index ≥ N is outside the array, so it
+/// reads an empty slot and drops a write.
+#[derive(Clone, Copy, Debug)]
+pub struct Slots<'a> {
+    w: WordsRef<'a>,
+}
+
+impl SlotAccess for Slots<'_> {
+    #[inline]
+    fn slot(&self, i: u32) -> Slot {
+        unpack(self.w.load(2 * i as usize))
+    }
+    #[inline]
+    fn set_slot(&self, i: u32, s: Slot) {
+        self.w.store(2 * i as usize, pack(s))
+    }
+    #[inline]
+    fn set_len_flags(&self, i: u32, len: u16, flags: u16) {
+        self.w.store_upper_u32(2 * i as usize, pack_len_flags(len, flags))
     }
 }
 
@@ -341,7 +438,35 @@ mod tests {
             v.set_len_flags(3, 60, 0);
             assert_eq!(v.slot(3), Slot { buf_idx: 0xdead_beef, len: 60, flags: 0 });
             assert_eq!(v.slot(11), v.slot(3), "modulo N");
+            assert_eq!(v.slots().is_some(), base == 0, "the word array only on an 8-aligned ring");
         }
+    }
+
+    /// [`Slots`] reads and writes what the view does, at the same bytes; an index ≥ N reads an
+    /// empty slot and writes nothing, neither past the ring nor (modulo N) inside it.
+    #[test]
+    fn slots_match_the_view_and_stay_in_the_ring() {
+        let mem = Region::alloc(ring_size(8) + 64).unwrap();
+        let r = mem.sub(0, ring_size(8)).unwrap();
+        let v = RingView::with_slots(&r, 8).unwrap();
+        let s = v.slots().unwrap();
+        let a = Slot { buf_idx: 0x0102_0304, len: 1514, flags: NS_MOREFRAG };
+        s.set_slot(7, a);
+        assert_eq!((v.slot(7), s.slot(7)), (a, a));
+        assert_eq!(r.load_u32(256 + 7 * 16), 0x0102_0304, "slot 7's buf_idx at its offset");
+        s.set_len_flags(7, 60, 0);
+        assert_eq!(v.slot(7), Slot { buf_idx: 0x0102_0304, len: 60, flags: 0 });
+        v.set_slot(2, a);
+        assert_eq!(s.slot(2), a);
+        assert_eq!(s.slot(8), Slot { buf_idx: 0, len: 0, flags: 0 }, "past the ring: empty");
+        s.set_slot(8, a);
+        s.set_len_flags(9, 1, 1);
+        s.set_slot(u32::MAX, a);
+        let mut tail = [0u8; 64];
+        mem.read_bytes(ring_size(8), &mut tail).unwrap();
+        assert_eq!(tail, [0u8; 64], "nothing written after the ring");
+        assert_eq!(v.slot(0), Slot { buf_idx: 0, len: 0, flags: 0 }, "nor wrapped into it");
+        assert_eq!(v.slot(1), Slot { buf_idx: 0, len: 0, flags: 0 });
     }
 
     #[test]

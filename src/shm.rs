@@ -283,6 +283,21 @@ impl Region {
         Ok(())
     }
 
+    /// The `n` 64-bit words at `offset` as a [`Words`] array: bounds and 8-byte alignment are
+    /// checked here, once, so each later access costs one index compare.
+    pub fn words(&self, offset: usize, n: usize) -> Result<Words, ShmError> {
+        let len = n.checked_mul(8).ok_or(ShmError::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            size: self.len,
+        })?;
+        self.check(offset, len, 8)?;
+        let base = self.at(offset).cast::<u64>();
+        // SAFETY: `at` of a checked offset is inside the mapping, so non-null.
+        let base = unsafe { NonNull::new_unchecked(base) };
+        Ok(Words { base, n, _region: self.clone() })
+    }
+
     /// Copies `len` bytes from `src[src_off..]` to `dst[dst_off..]` (the two may be the same
     /// region; overlapping ranges are handled).
     pub fn copy(
@@ -437,6 +452,109 @@ pub fn store_load() {
     fence(Ordering::SeqCst);
 }
 
+/// `n` 8-aligned 64-bit words of a [`Region`], checked once when made ([`Region::words`]): for
+/// hot loops over an array a typed view already proved in bounds (a netmap ring's slots). Each
+/// access is one compare of the index against `n` and one relaxed atomic access; an index out of
+/// range reads 0 and drops a store, like [`Region::load_u64`]. Keeps the mapping alive.
+#[derive(Clone)]
+pub struct Words {
+    base: NonNull<u64>,
+    n: usize,
+    _region: Region,
+}
+
+// SAFETY: as for `Region` (which it holds, keeping the mapping alive): only values are handed
+// out, every access is atomic.
+unsafe impl Send for Words {}
+// SAFETY: as above; all methods take `&self` and perform atomic accesses only.
+unsafe impl Sync for Words {}
+
+impl fmt::Debug for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Words({:p}, {})", self.base, self.n)
+    }
+}
+
+impl Words {
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// `true` for no words.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The words borrowed for a loop: a copyable pointer and length, so the loop keeps them in
+    /// registers.
+    #[inline]
+    pub fn borrow(&self) -> WordsRef<'_> {
+        WordsRef { base: self.base, n: self.n, _words: core::marker::PhantomData }
+    }
+
+    /// Relaxed load of word `i` (0 if `i` is out of range).
+    #[inline]
+    pub fn load(&self, i: usize) -> u64 {
+        self.borrow().load(i)
+    }
+
+    /// Relaxed store of word `i` (dropped if `i` is out of range).
+    #[inline]
+    pub fn store(&self, i: usize, v: u64) {
+        self.borrow().store(i, v)
+    }
+
+    /// Relaxed 32-bit store of bytes 4..8 of word `i` (dropped if `i` is out of range).
+    #[inline]
+    pub fn store_upper_u32(&self, i: usize, v: u32) {
+        self.borrow().store_upper_u32(i, v)
+    }
+}
+
+/// [`Words`] borrowed ([`Words::borrow`]): the same accesses, from a `Copy` value.
+#[derive(Clone, Copy, Debug)]
+pub struct WordsRef<'a> {
+    base: NonNull<u64>,
+    n: usize,
+    _words: core::marker::PhantomData<&'a Words>,
+}
+
+impl WordsRef<'_> {
+    /// Relaxed load of word `i` (0 if `i` is out of range).
+    #[inline]
+    pub fn load(self, i: usize) -> u64 {
+        if i < self.n {
+            // SAFETY: `i < n` and the `n` words were checked in bounds and 8-aligned when the
+            // `Words` were made; the borrow keeps them (and so the mapping) alive; only atomic
+            // accesses or the peer touch them.
+            unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(i)) }.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Relaxed store of word `i` (dropped if `i` is out of range).
+    #[inline]
+    pub fn store(self, i: usize, v: u64) {
+        if i < self.n {
+            // SAFETY: as in `load`.
+            unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(i)) }.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Relaxed 32-bit store of bytes 4..8 of word `i` (dropped if `i` is out of range).
+    #[inline]
+    pub fn store_upper_u32(self, i: usize, v: u32) {
+        if i < self.n {
+            // SAFETY: as in `load`; bytes 4..8 of an 8-aligned word are 4-aligned and inside it.
+            let p = unsafe { self.base.as_ptr().add(i).cast::<u32>().add(1) };
+            // SAFETY: `p` is in bounds and 4-aligned (above).
+            unsafe { AtomicU32::from_ptr(p) }.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +575,30 @@ mod tests {
         assert_eq!(r.load_u16(6), 0x1234);
         r.try_store_u64(8, u64::MAX - 1).unwrap();
         assert_eq!(r.load_u64(8), u64::MAX - 1);
+    }
+
+    #[test]
+    fn words_are_checked_once_and_indexed_in_range() {
+        let r = Region::alloc(64).unwrap();
+        assert!(matches!(r.words(4, 2), Err(ShmError::Misaligned { .. })));
+        assert!(matches!(r.words(8, 8), Err(ShmError::OutOfBounds { .. })));
+        assert!(matches!(r.words(8, usize::MAX), Err(ShmError::OutOfBounds { .. })));
+        let w = r.words(8, 7).unwrap();
+        assert_eq!((w.len(), w.is_empty()), (7, false));
+        w.store(6, 0x1122_3344_5566_7788);
+        assert_eq!(r.load_u64(56), 0x1122_3344_5566_7788, "word 6 is bytes 56..64");
+        assert_eq!(w.load(6), 0x1122_3344_5566_7788);
+        w.store_upper_u32(6, 0xaabb_ccdd);
+        assert_eq!(r.load_u32(60), 0xaabb_ccdd, "the upper half is bytes 4..8 of the word");
+        assert_eq!(r.load_u32(56), 0x5566_7788, "the lower half is untouched");
+        w.store(7, 1); // out of range: dropped
+        w.store_upper_u32(7, 1);
+        assert_eq!(w.load(7), 0, "an index out of range reads 0");
+        assert_eq!(r.load_u64(0), 0, "nothing was written before the window");
+        drop(r);
+        assert_eq!(w.load(0), 0, "the words keep the mapping alive");
+        w.store(0, 5);
+        assert_eq!(w.load(0), 5);
     }
 
     #[test]

@@ -663,3 +663,90 @@ fn frame_read_array_within_and_across_fragments() {
     let bad = Frame::Shm { region: &r, frags: &[(4090, 12)] };
     assert_eq!(bad.read_array::<12>(0), None);
 }
+
+/// The pipe's slot mover, driven at the host rings: a chain split across syncs by a full RX
+/// ring is counted once, when its last slot moves, with all its bytes; buffer indices are
+/// swapped (B's RX slots get A's buffers in order, with `NS_MOREFRAG` kept and
+/// `NS_BUF_CHANGED` set; A's TX slots get B's old buffers); and a chain that never ends is
+/// cut after `4 × NETMAP_MAX_FRAGS` slots, counting the slots carried across syncs.
+#[test]
+fn pipe_mover_counts_split_chains_and_swaps_buffers() {
+    use ptnetd::abi::netmap::{NETMAP_MAX_FRAGS, NS_BUF_CHANGED, NS_MOREFRAG};
+    use ptnetd::nm::Slot;
+    let (a, b) = pipe(14, 1, 16);
+    let stats = || {
+        let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let (sa, sb) = (&a.stats, &b.stats);
+        let v = (l(&sa.tx_frames), l(&sa.tx_bytes));
+        assert_eq!(v, (l(&sb.rx_frames), l(&sb.rx_bytes)), "both ends count the same");
+        v
+    };
+    // Hands `lens` (with their flags) to A's TX ring and syncs it; returns the buffers sent.
+    let send = |slots: &[(u16, u16)]| -> Vec<u32> {
+        let mut hr = a.tx_ring(0).unwrap();
+        let n = hr.kring.num_slots;
+        let mut at = hr.kring.rhead;
+        let mut bufs = Vec::new();
+        for &(len, flags) in slots {
+            let idx = hr.view.slot(at).buf_idx;
+            bufs.push(idx);
+            hr.view.set_slot(at, Slot { buf_idx: idx, len, flags });
+            at = (at + 1) % n;
+        }
+        hr.kring.rhead = at;
+        a.txsync(&mut hr).unwrap();
+        bufs
+    };
+    // Releases every slot B holds; returns what they were, in order.
+    let release = || -> Vec<Slot> {
+        let mut hr = b.rx_ring(0).unwrap();
+        let n = hr.kring.num_slots;
+        let mut out = Vec::new();
+        let mut at = hr.kring.hwcur;
+        while at != hr.kring.hwtail {
+            out.push(hr.view.slot(at));
+            at = (at + 1) % n;
+        }
+        hr.kring.rhead = hr.kring.hwtail;
+        b.rxsync_release(&mut hr);
+        out
+    };
+    // 8 single-slot frames fill B's RX ring to 7 free slots.
+    send(&[(60, 0); 8]);
+    assert_eq!(stats(), (8, 480));
+    // 5 chains of 3 slots (10 + 20 + 30 bytes): 7 slots move, 2 chains end, 1 slot waits in B.
+    let chain = [(10, NS_MOREFRAG), (20, NS_MOREFRAG), (30, 0)];
+    let chains: Vec<(u16, u16)> = (0..5).flat_map(|_| chain).collect();
+    let sent = send(&chains);
+    assert_eq!(stats(), (10, 600), "only the chains whose last slot moved are counted");
+    let first = release();
+    assert_eq!(first.len(), 15);
+    a.txsync(&mut a.tx_ring(0).unwrap()).unwrap(); // B's release lets the rest move
+    assert_eq!(stats(), (13, 780), "the split chain is counted once, with all its bytes");
+    let got: Vec<Slot> = first.into_iter().skip(8).chain(release()).collect();
+    assert_eq!(got.len(), 15);
+    for (k, (s, (&buf, &(len, flags)))) in got.iter().zip(sent.iter().zip(&chains)).enumerate() {
+        assert_eq!(*s, Slot { buf_idx: buf, len, flags: flags | NS_BUF_CHANGED }, "slot {k}");
+    }
+    {
+        let hr = a.tx_ring(0).unwrap();
+        let n = hr.kring.num_slots;
+        let back: Vec<u32> = (0..n).map(|i| hr.view.slot(i).buf_idx).collect();
+        for buf in &sent {
+            assert!(!back.contains(buf), "A's TX slots no longer hold the buffer {buf} sent");
+        }
+    }
+    // A chain that never ends: 4 × NETMAP_MAX_FRAGS slots of 1 byte are cut into one frame,
+    // over many syncs of at most 15 slots; the 14 slots after the cut stay open.
+    let limit = 4 * NETMAP_MAX_FRAGS;
+    let mut left = limit + 14;
+    while left > 0 {
+        let k = left.min(15);
+        send(&vec![(1, NS_MOREFRAG); k]);
+        release();
+        left -= k;
+    }
+    assert_eq!(stats(), (14, 780 + limit as u64), "cut once, at the limit");
+    send(&[(1, 0)]);
+    assert_eq!(stats(), (15, 780 + limit as u64 + 15), "the open chain ends with its slots");
+}

@@ -12,6 +12,7 @@ use super::{driver_err, Daemon, Handle, Owner, Which};
 use crate::abi::netmap::{NETMAP_MAX_FRAGS, NS_MOREFRAG};
 use crate::driver::ring::{GuestRing, SyncError};
 use crate::driver::DriverError;
+use crate::nm::SlotAccess;
 use crate::platform::Platform;
 use crate::ring;
 use core::ops::Range;
@@ -161,10 +162,29 @@ fn validate<P: Platform>(d: &Daemon<P>, i: u32, tx: bool) -> std::result::Result
     let (buf_num, buf_size) = (info.buf_num, info.buf_size);
     let max_len = if tx { buf_size } else { u32::MAX };
     let runs = if k.rhead <= head { [(k.rhead, head), (0, 0)] } else { [(k.rhead, n), (0, head)] };
+    let check = (buf_num, max_len, tx);
+    let frags = match r.view.slots() {
+        Some(s) => check_slots(s, runs, check),
+        None => check_slots(&r.view, runs, check),
+    }?;
+    if frags > 0 {
+        return Err(Bad::Chain { at: ring::prev(head, n) }); // the last slot handed over goes on
+    }
+    Ok((head, cur))
+}
+
+/// The per-slot checks of [`validate`] over `runs` (index ranges below N): `2 ≤ buf_idx <
+/// buf_num`, `len ≤ max_len` and, for TX, chains of fewer than `NETMAP_MAX_FRAGS` slots.
+/// Returns the slots of the chain left open at the end.
+fn check_slots(
+    slots: impl SlotAccess,
+    runs: [(u32, u32); 2],
+    (buf_num, max_len, tx): (u32, u32, bool),
+) -> std::result::Result<usize, Bad> {
     let mut frags = 0usize;
     for (from, to) in runs {
         for h in from..to {
-            let s = r.view.slot(h);
+            let s = slots.slot(h);
             if s.buf_idx < 2 || s.buf_idx >= buf_num || s.len as u32 > max_len {
                 return Err(Bad::Slot { at: h, buf_idx: s.buf_idx, len: s.len });
             }
@@ -176,10 +196,7 @@ fn validate<P: Platform>(d: &Daemon<P>, i: u32, tx: bool) -> std::result::Result
             }
         }
     }
-    if frags > 0 {
-        return Err(Bad::Chain { at: ring::prev(head, n) }); // the last slot handed over goes on
-    }
-    Ok((head, cur))
+    Ok(frags)
 }
 
 fn sync_ring<P: Platform>(d: &mut Daemon<P>, i: u32, tx: bool) -> Result<()> {
