@@ -111,17 +111,9 @@ impl RingView {
     pub fn slot(&self, i: u32) -> Slot {
         const _: () = assert!(SLOT_BUF_IDX == 0 && SLOT_LEN == 4 && SLOT_FLAGS == 6);
         const _: () = assert!(SLOT_SIZE == 16 && RING_HDR_SIZE.is_multiple_of(8));
-        if let Some(s) = self.slots() {
-            return s.slot(index(i, self.num_slots) as u32);
-        }
-        let o = self.slot_off(i);
-        match self.r.try_load_u64(o) {
-            Ok(v) => unpack(v),
-            Err(_) => Slot {
-                buf_idx: self.r.load_u32(o + SLOT_BUF_IDX),
-                len: self.r.load_u16(o + SLOT_LEN),
-                flags: self.r.load_u16(o + SLOT_FLAGS),
-            },
+        match self.slots() {
+            Some(s) => s.slot(index(i, self.num_slots) as u32),
+            None => self.slot_by_fields(i),
         }
     }
 
@@ -129,25 +121,41 @@ impl RingView {
     /// the ring is not 8-aligned); `ptr` is left alone.
     #[inline]
     pub fn set_slot(&self, i: u32, s: Slot) {
-        if let Some(w) = self.slots() {
-            return w.set_slot(index(i, self.num_slots) as u32, s);
-        }
-        let v = pack(s);
-        let o = self.slot_off(i);
-        if self.r.try_store_u64(o, v).is_err() {
-            self.r.store_u32(o + SLOT_BUF_IDX, s.buf_idx);
-            self.r.store_u16(o + SLOT_LEN, s.len);
-            self.r.store_u16(o + SLOT_FLAGS, s.flags);
+        match self.slots() {
+            Some(w) => w.set_slot(index(i, self.num_slots) as u32, s),
+            None => self.set_slot_by_fields(i, s),
         }
     }
 
     /// Writes slot `i`'s `len` and `flags` only (one 32-bit store).
     #[inline]
     pub fn set_len_flags(&self, i: u32, len: u16, flags: u16) {
-        if let Some(w) = self.slots() {
-            return w.set_len_flags(index(i, self.num_slots) as u32, len, flags);
+        match self.slots() {
+            Some(w) => w.set_len_flags(index(i, self.num_slots) as u32, len, flags),
+            None => self.r.store_u32(self.slot_off(i) + SLOT_LEN, pack_len_flags(len, flags)),
         }
-        self.r.store_u32(self.slot_off(i) + SLOT_LEN, pack_len_flags(len, flags));
+    }
+
+    /// [`RingView::slot`] on a ring that is not 8-aligned (kept out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn slot_by_fields(&self, i: u32) -> Slot {
+        let o = self.slot_off(i);
+        Slot {
+            buf_idx: self.r.load_u32(o + SLOT_BUF_IDX),
+            len: self.r.load_u16(o + SLOT_LEN),
+            flags: self.r.load_u16(o + SLOT_FLAGS),
+        }
+    }
+
+    /// [`RingView::set_slot`] on a ring that is not 8-aligned.
+    #[cold]
+    #[inline(never)]
+    fn set_slot_by_fields(&self, i: u32, s: Slot) {
+        let o = self.slot_off(i);
+        self.r.store_u32(o + SLOT_BUF_IDX, s.buf_idx);
+        self.r.store_u16(o + SLOT_LEN, s.len);
+        self.r.store_u16(o + SLOT_FLAGS, s.flags);
     }
 
     /// Writes slot `i`'s `ptr` field.
