@@ -750,3 +750,70 @@ fn pipe_mover_counts_split_chains_and_swaps_buffers() {
     send(&[(1, 0)]);
     assert_eq!(stats(), (15, 780 + limit as u64 + 15), "the open chain ends with its slots");
 }
+
+/// A walk whose frames all go to one port in one fragment each (a flow between two VMs) is
+/// delivered as the walk's fragments, in order, in one piece; what the destination has no
+/// room for is dropped and counted. A walk with a chained frame to the same port takes the
+/// general path: the chain arrives whole, between its neighbours.
+#[test]
+fn switch_walk_to_one_port_delivers_in_order_and_counts_drops() {
+    use ptnetd::abi::netmap::NS_MOREFRAG;
+    use ptnetd::model::port::Frame;
+    use ptnetd::nm::Slot;
+    let sw = Switch::new("one-port");
+    let (a, b) = (lone(36), lone(37));
+    let (na, nb) = (sw.attach_port(&a), sw.attach_port(&b));
+    sw.forward(nb, 0, 0, &Frame::Bytes(&make_frame(A, B, 0, 60))); // B makes itself known
+    let stat = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let (unicast0, dropped0) = (stat(&sw.stats.unicast), stat(&sw.stats.dropped));
+    // B's RX ring as frames (sequence numbers, gathered over chains), and releases it.
+    let drain = || -> Vec<u64> {
+        let mut hr = b.rx_ring(0).unwrap();
+        let n = hr.kring.num_slots;
+        let (mut out, mut f) = (Vec::new(), Vec::new());
+        let mut i = hr.kring.hwcur;
+        while i != hr.kring.hwtail {
+            let s = hr.view.slot(i);
+            let mut part = vec![0u8; s.len as usize];
+            let off = b.mem().buf_offset(s.buf_idx).unwrap();
+            b.mem().region().read_bytes(off, &mut part).unwrap();
+            f.extend_from_slice(&part);
+            if s.flags & NS_MOREFRAG == 0 {
+                out.push(check_frame(&f).expect("an intact frame"));
+                f.clear();
+            }
+            i = (i + 1) % n;
+        }
+        hr.kring.rhead = hr.kring.hwtail;
+        b.rxsync_release(&mut hr);
+        out
+    };
+    // 200 frames to B, then 200 more while B holds the first: room for 55, 145 dropped.
+    send_walk(&a, (0..200u64).map(|s| (make_frame(B, A, s, 60), 60)));
+    send_walk(&a, (200..400u64).map(|s| (make_frame(B, A, s, 60), 60)));
+    assert_eq!(drain(), (0..255u64).collect::<Vec<_>>(), "the first 255, in order");
+    assert_eq!(stat(&sw.stats.unicast) - unicast0, 400);
+    assert_eq!(stat(&sw.stats.dropped) - dropped0, 145, "B's refusals are counted");
+    // A walk with a 3000-byte frame in two slots between single-slot frames, all to B.
+    let mut hr = a.tx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let mut at = hr.kring.hwcur;
+    let big = make_frame(B, A, 1001, 3000);
+    let parts: Vec<(Vec<u8>, u16)> = vec![
+        (make_frame(B, A, 1000, 60), 0),
+        (big[..2048].to_vec(), NS_MOREFRAG),
+        (big[2048..].to_vec(), 0),
+        (make_frame(B, A, 1002, 60), 0),
+    ];
+    for (bytes, flags) in &parts {
+        let idx = hr.view.slot(at).buf_idx;
+        a.mem().region().write_bytes(a.mem().buf_offset(idx).unwrap(), bytes).unwrap();
+        hr.view.set_slot(at, Slot { buf_idx: idx, len: bytes.len() as u16, flags: *flags });
+        at = (at + 1) % n;
+    }
+    hr.kring.rhead = at;
+    a.txsync(&mut hr).unwrap();
+    drop(hr);
+    assert_eq!(drain(), vec![1000, 1001, 1002], "three frames, the chain whole, in order");
+    let _ = na;
+}

@@ -315,6 +315,7 @@ impl Switch {
 
     /// Learns the source address of `frame` (entering on `src`, after a `src_hdr_len`-byte
     /// header) and finds where it goes.
+    #[inline(always)]
     fn route(s: &mut State, src: usize, src_hdr_len: u32, frame: &Frame<'_>) -> Target {
         let Some(eth) = frame.read_array::<12>(src_hdr_len as usize) else {
             return Target::Runt;
@@ -324,6 +325,13 @@ impl Switch {
                 return t; // same source, same addresses, same table: same route
             }
         }
+        Self::route_new(s, src, eth)
+    }
+
+    /// [`Switch::route`] for addresses `eth` (destination, source) that differ from the last
+    /// frame's, or from another port: learns, looks up, and remembers the route.
+    #[inline(never)]
+    fn route_new(s: &mut State, src: usize, eth: [u8; 12]) -> Target {
         let dst: [u8; 6] = eth[..6].try_into().unwrap_or_default();
         let smac: [u8; 6] = eth[6..].try_into().unwrap_or_default();
         if smac[0] & 1 == 0 && s.last_learnt != Some((smac, src)) {
@@ -397,13 +405,32 @@ impl Switch {
                 }
             }
         }
-        s.frags.extend_from_slice(frags);
+        match frags {
+            [one] => s.frags.push(*one), // the common case, without a `memcpy` call
+            _ => s.frags.extend_from_slice(frags),
+        }
     }
 
     /// A TX walk's second phase (VALE's `nm_bdg_flush`): for each destination in the order
     /// first routed to, its frames in order, through one [`SwitchEndpoint::receive_all`] (one
     /// lock of its ring) when it takes the source's header length, else converted one by one.
     fn deliver_walk(&self, s: &mut State, region: &Region, src_len: u32, ring_hint: u32) {
+        // A walk whose frames all go to one port that takes the source's header length, each
+        // in one fragment (a flow between two VMs): its fragments, in order, are the delivery.
+        // (With one destination a frame has one route, so as many routes as fragments means
+        // one fragment per frame.)
+        if let Some(&(no, _)) = s.routes.first() {
+            if s.routes.len() == s.frags.len() && s.routes.iter().all(|r| r.0 == no) {
+                if let Some(Some(ep)) = s.ports.get(no) {
+                    if ep.hdr_len() == src_len {
+                        let ep = ep.clone();
+                        self.take_singles(ep.as_ref(), ring_hint, region, &s.frags);
+                        Self::touch(s, no);
+                        return;
+                    }
+                }
+            }
+        }
         let routes = std::mem::take(&mut s.routes);
         let mut k = 0;
         while k < routes.len() {
@@ -430,16 +457,13 @@ impl Switch {
                     }
                     one
                 });
-                let (n, ok) = if all_single {
-                    (s.singles.len(), ep.receive_singles(ring_hint, region, &s.singles))
+                if all_single {
+                    self.take_singles(ep.as_ref(), ring_hint, region, &s.singles);
                 } else {
                     let mut frames = mine.map(frame_of);
                     let mut n = 0;
                     let ok = ep.receive_all(ring_hint, &mut frames.by_ref().inspect(|_| n += 1));
-                    (n, ok)
-                };
-                if n > ok {
-                    self.stats.dropped.fetch_add((n - ok) as u64, Ordering::Relaxed);
+                    self.count_refused(n, ok);
                 }
             } else {
                 // Converted one by one; `deliver_one` counts its refusals and conversion errors.
@@ -452,6 +476,26 @@ impl Switch {
             Self::touch(s, no);
         }
         s.routes = routes;
+    }
+
+    /// Hands `singles` (one-fragment frames in `region`) to `ep` as one slice; what it
+    /// refuses is counted as dropped.
+    fn take_singles(
+        &self,
+        ep: &dyn SwitchEndpoint,
+        ring_hint: u32,
+        region: &Region,
+        singles: &[(usize, usize)],
+    ) {
+        let ok = ep.receive_singles(ring_hint, region, singles);
+        self.count_refused(singles.len(), ok);
+    }
+
+    /// Counts the frames a destination refused: `n` offered, `ok` taken.
+    fn count_refused(&self, n: usize, ok: usize) {
+        if n > ok {
+            self.stats.dropped.fetch_add((n - ok) as u64, Ordering::Relaxed);
+        }
     }
 
     /// [`Switch::forward`] with the lock held and the notifications left to the flush.

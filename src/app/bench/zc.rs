@@ -487,7 +487,14 @@ pub(super) fn vm_to_vm(c: &Cell, link: Link) -> Result<Measured, BenchError> {
         Link::Switch => {
             let (a, b) = (own_port("vm1")?, own_port("vm2")?);
             sw.attach_port(&a);
-            sw.attach_port(&b);
+            let nb = sw.attach_port(&b);
+            // B announces itself with one frame (an ARP reply would do it), so the switch has
+            // learnt B's address and forwards A's frames to B as a known unicast destination,
+            // VALE's steady state for a flow between two VMs. (Unlearnt, each frame would be
+            // flooded, which with two ports reaches B alone, through a dearer route.)
+            let mut hello = header(0);
+            hello[..12].copy_from_slice(&[MACS[0], MACS[1]].concat());
+            sw.forward(nb, 0, 0, &Frame::Bytes(&hello));
             (a, b)
         }
     };
@@ -500,6 +507,7 @@ pub(super) fn vm_to_vm(c: &Cell, link: Link) -> Result<Measured, BenchError> {
     let (ka0, ia0) = a.notifications();
     let (rx0, drop0) =
         (pb.stats.rx_frames.load(Ordering::Relaxed), sw.stats.dropped.load(Ordering::Relaxed));
+    let flood0 = sw.stats.flooded.load(Ordering::Relaxed);
     let dropped = || sw.stats.dropped.load(Ordering::Relaxed) - drop0;
     let prog = Progress::default();
     let start = Barrier::new(2);
@@ -520,6 +528,10 @@ pub(super) fn vm_to_vm(c: &Cell, link: Link) -> Result<Measured, BenchError> {
         Link::Pipe => 0, // PipeEnd swaps buffer indices
         Link::Switch => pb.stats.rx_frames.load(Ordering::Relaxed) - rx0,
     };
+    let flooded = sw.stats.flooded.load(Ordering::Relaxed) - flood0;
+    if flooded > 0 {
+        return Err(BenchError::Corrupt { what: "frames flooded (B not learnt)", count: flooded });
+    }
     let m = Measured {
         sent: sent.frames,
         received: got.frames,
