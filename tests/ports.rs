@@ -817,3 +817,115 @@ fn switch_walk_to_one_port_delivers_in_order_and_counts_drops() {
     assert_eq!(drain(), vec![1000, 1001, 1002], "three frames, the chain whole, in order");
     let _ = na;
 }
+
+/// The fast lane of a TX walk takes one-slot frames at `hwcur` while the callback accepts
+/// them, with their buffer offsets and lengths, and counts them; it stops at a chain, a bad
+/// buffer index, an over-long length and the callback's refusal, leaving those to the general
+/// walk, and takes nothing while the port has a tap.
+#[test]
+fn tx_fast_lane_takes_single_slots_and_stops_where_the_walk_must() {
+    use ptnetd::abi::netmap::NS_MOREFRAG;
+    use ptnetd::model::pcap::PcapTap;
+    use ptnetd::nm::Slot;
+    let a = lone(38);
+    let stat = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let bsz = a.mem().buf_size() as u16;
+    // Slots from hwcur: (len, flags, valid buffer?).
+    let plan: [(u16, u16, bool); 9] = [
+        (60, 0, true),
+        (61, 0, true),
+        (62, 0, true),
+        (100, NS_MOREFRAG, true), // a chain: the lane stops here
+        (40, 0, true),
+        (63, 0, true),
+        (0, 0, false), // a bad buffer index
+        (64, 0, true),
+        (bsz + 1, 0, true), // longer than a buffer
+    ];
+    let mut hr = a.tx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let first = hr.kring.hwcur;
+    let mut offs = Vec::new();
+    for (k, &(len, flags, ok)) in plan.iter().enumerate() {
+        let at = (first + k as u32) % n;
+        let idx = if ok { hr.view.slot(at).buf_idx } else { 0 };
+        offs.push(a.mem().buf_offset(idx));
+        hr.view.set_slot(at, Slot { buf_idx: idx, len, flags });
+    }
+    hr.kring.rhead = (first + plan.len() as u32) % n;
+    let (f0, b0) = (stat(&a.stats.tx_frames), stat(&a.stats.tx_bytes));
+    let mut seen = Vec::new();
+    let took = a.take_tx_singles(&mut hr, |off, len| {
+        seen.push((Some(off), len));
+        true
+    });
+    assert_eq!(took, 3, "up to the chain");
+    assert_eq!(seen, vec![(offs[0], 60), (offs[1], 61), (offs[2], 62)]);
+    assert_eq!(hr.kring.hwcur, (first + 3) % n);
+    assert_eq!((stat(&a.stats.tx_frames) - f0, stat(&a.stats.tx_bytes) - b0), (3, 183));
+    assert_eq!(a.take_tx_singles(&mut hr, |_, _| true), 0, "a chain at hwcur: nothing");
+    hr.kring.hwcur = (first + 4) % n; // past the chain (as the general walk would be)
+    let mut calls = 0;
+    let took = a.take_tx_singles(&mut hr, |_, len| {
+        calls += 1;
+        len != 63 // refuse the second
+    });
+    assert_eq!((took, calls), (1, 2), "the refused frame stays");
+    assert_eq!(hr.kring.hwcur, (first + 5) % n);
+    hr.kring.hwcur = (first + 6) % n;
+    assert_eq!(a.take_tx_singles(&mut hr, |_, _| true), 0, "a bad buffer index at hwcur");
+    hr.kring.hwcur = (first + 7) % n;
+    assert_eq!(a.take_tx_singles(&mut hr, |_, _| true), 1, "then the over-long one stops it");
+    assert_eq!(hr.kring.hwcur, (first + 8) % n);
+    // With a tap the lane takes nothing: the general walk records every frame.
+    hr.kring.hwcur = first;
+    let path = std::env::temp_dir().join(format!("ptnet-lane-tap-{}.pcap", std::process::id()));
+    a.set_tap(Some(Arc::new(PcapTap::create(&path).unwrap())));
+    assert_eq!(a.take_tx_singles(&mut hr, |_, _| true), 0, "tapped: nothing");
+    assert_eq!(hr.kring.hwcur, first);
+    a.set_tap(None);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The switch's fast lane takes the frames of the flow it last routed and hands the rest of
+/// the walk to the general one at the first other frame: across a walk that changes flow
+/// mid-way, every frame reaches its port in order, and the counters see each frame once.
+#[test]
+fn switch_fast_lane_hands_over_at_a_new_flow() {
+    use ptnetd::model::port::Frame;
+    let sw = Switch::new("lane");
+    let (a, b, c) = (lone(39), lone(40), lone(41));
+    let (na, nb, nc) = (sw.attach_port(&a), sw.attach_port(&b), sw.attach_port(&c));
+    const C: [u8; 6] = [2, 0, 0, 0, 2, 0xc];
+    sw.forward(nb, 0, 0, &Frame::Bytes(&make_frame(A, B, 0, 60)));
+    sw.forward(nc, 0, 0, &Frame::Bytes(&make_frame(A, C, 0, 60)));
+    let stat = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let (in0, uni0) = (stat(&sw.stats.frames_in), stat(&sw.stats.unicast));
+    // Walk 1 teaches the route A -> B; walk 2 starts with it (the fast lane), switches to
+    // C, and back to B (a new route each time: the general walk).
+    send_walk(&a, (1..=10u64).map(|s| (make_frame(B, A, s, 60), 60)));
+    let to = |s: u64| if (15..20).contains(&s) { C } else { B };
+    send_walk(&a, (11..=30u64).map(|s| (make_frame(to(s), A, s, 60), 60)));
+    let frames = |p: &NmPort| -> Vec<u64> {
+        let hr = p.rx_ring(0).unwrap();
+        let n = hr.kring.num_slots;
+        let mut out = Vec::new();
+        let mut i = hr.kring.hwcur;
+        while i != hr.kring.hwtail {
+            let s = hr.view.slot(i);
+            let mut f = vec![0u8; s.len as usize];
+            p.mem().region().read_bytes(p.mem().buf_offset(s.buf_idx).unwrap(), &mut f).unwrap();
+            out.push(check_frame(&f).expect("an intact frame"));
+            i = (i + 1) % n;
+        }
+        out
+    };
+    // The hellos (sequence 0) were flooded while A was unknown: B holds C's, C holds B's.
+    let walked = |p: &NmPort| -> Vec<u64> { frames(p).into_iter().filter(|&s| s > 0).collect() };
+    let want_b: Vec<u64> = (1..=30).filter(|s| !(15..20).contains(s)).collect();
+    assert_eq!(walked(&b), want_b, "B's frames, in order");
+    assert_eq!(walked(&c), (15..20).collect::<Vec<u64>>(), "C's frames, in order");
+    assert_eq!(stat(&sw.stats.frames_in) - in0, 30, "each frame counted once");
+    assert_eq!(stat(&sw.stats.unicast) - uni0, 30);
+    let _ = na;
+}

@@ -188,6 +188,12 @@ impl TxBackend for SwitchPort {
                 s.routes.clear();
                 s.frags.clear();
                 let mut counts = [0u64; 3];
+                // The frames of the flow the switch last routed, one slot each, through the
+                // fast lane; the general walk takes over at the first other frame.
+                let region = port.mem().region();
+                port.take_tx_singles(hr, |off, len| {
+                    Switch::route_flow(s, self.no, hdr, region, (off, len), &mut counts)
+                });
                 port.for_each_tx_frame(hr, |f, _| {
                     sw.route_walk(s, self.no, hdr, f, &mut counts);
                     true
@@ -356,6 +362,32 @@ impl Switch {
         };
         s.last_route = Some((src, eth, t));
         t
+    }
+
+    /// The fast lane's step for a one-slot frame `(offset, len)` in `region`: if it repeats
+    /// the last route (same source port, same 12 address bytes) to one port, records its
+    /// delivery as [`Switch::route_walk`] does and returns `true`. Anything else (a runt, a
+    /// new flow, a flood, a frame for its own port) returns `false`, for the general walk.
+    #[inline(always)]
+    fn route_flow(
+        s: &mut State,
+        src: usize,
+        src_hdr_len: u32,
+        region: &Region,
+        (off, len): (usize, usize),
+        counts: &mut [u64; 3],
+    ) -> bool {
+        let Some((p, e, Target::Port(t))) = s.last_route else { return false };
+        let at = src_hdr_len as usize;
+        if p != src || len < at + 12 || region.read_array::<12>(off + at).ok() != Some(e) {
+            return false;
+        }
+        let k = s.frags.len();
+        s.routes.push((t, k..k + 1));
+        s.frags.push((off, len));
+        counts[0] += 1;
+        counts[1] += 1;
+        true
     }
 
     /// Adds the counts of a walk (`[frames in, unicast, flooded]`), once per walk.
