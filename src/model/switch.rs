@@ -134,6 +134,9 @@ struct State {
     /// range of `frags` (offsets and lengths in the source port's region, checked by the walk).
     routes: Vec<(usize, std::ops::Range<usize>)>,
     frags: Vec<(usize, usize)>,
+    /// The fast lane's share of a walk, `(destination port, frames)`: the first frames of
+    /// `frags`, one fragment each, with no entry in `routes` until the general walk needs one.
+    lane: (usize, usize),
     /// A destination's share of a walk when every frame of it is one fragment.
     singles: Vec<(usize, usize)>,
 }
@@ -187,6 +190,7 @@ impl TxBackend for SwitchPort {
                 let hdr = port.vnet_hdr_len();
                 s.routes.clear();
                 s.frags.clear();
+                s.lane = (0, 0);
                 let mut counts = [0u64; 3];
                 // The frames of the flow the switch last routed, one slot each, through the
                 // fast lane; the general walk takes over at the first other frame.
@@ -237,6 +241,7 @@ impl Switch {
                 last_lookup: None,
                 last_route: None,
                 routes: Vec::new(),
+                lane: (0, 0),
                 frags: Vec::new(),
                 singles: Vec::new(),
             }),
@@ -366,7 +371,8 @@ impl Switch {
 
     /// The fast lane's step for a one-slot frame `(offset, len)` in `region`: if it repeats
     /// the last route (same source port, same 12 address bytes) to one port, records its
-    /// delivery as [`Switch::route_walk`] does and returns `true`. Anything else (a runt, a
+    /// delivery in the lane (its fragment; its route only if the general walk follows, see
+    /// [`Switch::deliver_walk`]) and returns `true`. Anything else (a runt, a
     /// new flow, a flood, a frame for its own port) returns `false`, for the general walk.
     #[inline(always)]
     fn route_flow(
@@ -382,9 +388,8 @@ impl Switch {
         if p != src || len < at + 12 || region.read_array::<12>(off + at).ok() != Some(e) {
             return false;
         }
-        let k = s.frags.len();
-        s.routes.push((t, k..k + 1));
         s.frags.push((off, len));
+        s.lane = (t, s.lane.1 + 1);
         counts[0] += 1;
         counts[1] += 1;
         true
@@ -447,21 +452,36 @@ impl Switch {
     /// first routed to, its frames in order, through one [`SwitchEndpoint::receive_all`] (one
     /// lock of its ring) when it takes the source's header length, else converted one by one.
     fn deliver_walk(&self, s: &mut State, region: &Region, src_len: u32, ring_hint: u32) {
+        // The fast lane's frames lead the walk, without routes: all of it (one destination,
+        // one fragment per frame), or routes made for them here when the general walk routed
+        // more after them.
+        let (lane_to, lane) = std::mem::take(&mut s.lane);
+        let whole_lane = lane > 0 && lane == s.frags.len();
+        if lane > 0 && !whole_lane {
+            Self::lane_routes(s, lane_to, lane);
+        }
         // A walk whose frames all go to one port that takes the source's header length, each
         // in one fragment (a flow between two VMs): its fragments, in order, are the delivery.
         // (With one destination a frame has one route, so as many routes as fragments means
         // one fragment per frame.)
-        if let Some(&(no, _)) = s.routes.first() {
-            if s.routes.len() == s.frags.len() && s.routes.iter().all(|r| r.0 == no) {
-                if let Some(Some(ep)) = s.ports.get(no) {
-                    if ep.hdr_len() == src_len {
-                        let ep = ep.clone();
-                        self.take_singles(ep.as_ref(), ring_hint, region, &s.frags);
-                        Self::touch(s, no);
-                        return;
-                    }
+        let one = if whole_lane {
+            Some(lane_to)
+        } else {
+            let no = s.routes.first().map(|r| r.0);
+            no.filter(|&no| s.routes.len() == s.frags.len() && s.routes.iter().all(|r| r.0 == no))
+        };
+        if let Some(no) = one {
+            if let Some(Some(ep)) = s.ports.get(no) {
+                if ep.hdr_len() == src_len {
+                    let ep = ep.clone();
+                    self.take_singles(ep.as_ref(), ring_hint, region, &s.frags);
+                    Self::touch(s, no);
+                    return;
                 }
             }
+        }
+        if whole_lane {
+            Self::lane_routes(s, lane_to, lane);
         }
         let routes = std::mem::take(&mut s.routes);
         let mut k = 0;
@@ -508,6 +528,12 @@ impl Switch {
             Self::touch(s, no);
         }
         s.routes = routes;
+    }
+
+    /// Gives the fast lane's `n` frames (the first of the walk, one fragment each, all to
+    /// port `to`) their routes, ahead of the general walk's.
+    fn lane_routes(s: &mut State, to: usize, n: usize) {
+        drop(s.routes.splice(0..0, (0..n).map(|k| (to, k..k + 1))));
     }
 
     /// Hands `singles` (one-fragment frames in `region`) to `ep` as one slice; what it
