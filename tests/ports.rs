@@ -929,3 +929,21 @@ fn switch_fast_lane_hands_over_at_a_new_flow() {
     assert_eq!(stat(&sw.stats.unicast) - uni0, 30);
     let _ = na;
 }
+
+/// The fast lane is the last route's only for walks from that route's source port: the same
+/// addresses entering on another port (a station that moved) go through the general walk,
+/// which learns the station's new port.
+#[test]
+fn switch_fast_lane_is_per_source_port() {
+    use ptnetd::model::port::Frame;
+    let sw = Switch::new("lane-src");
+    let (a, b, c) = (lone(42), lone(43), lone(44));
+    let (na, nb, nc) = (sw.attach_port(&a), sw.attach_port(&b), sw.attach_port(&c));
+    sw.forward(nb, 0, 0, &Frame::Bytes(&make_frame(A, B, 0, 60)));
+    send_walk(&a, (1..=5u64).map(|s| (make_frame(B, A, s, 60), 60)));
+    assert_eq!(sw.lookup(&A), Some(na));
+    // A moves to port C and sends the same flow from there.
+    send_walk(&c, (6..=10u64).map(|s| (make_frame(B, A, s, 60), 60)));
+    assert_eq!(sw.lookup(&A), Some(nc), "learnt on its new port");
+    assert_eq!(b.stats.rx_frames.load(Ordering::Relaxed), 10, "B got all ten");
+}

@@ -194,10 +194,20 @@ impl TxBackend for SwitchPort {
                 let mut counts = [0u64; 3];
                 // The frames of the flow the switch last routed, one slot each, through the
                 // fast lane; the general walk takes over at the first other frame.
-                let region = port.mem().region();
-                port.take_tx_singles(hr, |off, len| {
-                    Switch::route_flow(s, self.no, hdr, region, (off, len), &mut counts)
-                });
+                if let Some((to, eth)) = Switch::lane_route(s, self.no) {
+                    let (region, at, frags) = (port.mem().region(), hdr as usize, &mut s.frags);
+                    let n = port.take_tx_singles(hr, |off, len| {
+                        let same = len >= at + 12
+                            && region.read_array::<12>(off + at).is_ok_and(|e| e == eth);
+                        if same {
+                            frags.push((off, len));
+                        }
+                        same
+                    });
+                    s.lane = (to, n);
+                    counts[0] += n as u64;
+                    counts[1] += n as u64;
+                }
                 port.for_each_tx_frame(hr, |f, _| {
                     sw.route_walk(s, self.no, hdr, f, &mut counts);
                     true
@@ -369,30 +379,17 @@ impl Switch {
         t
     }
 
-    /// The fast lane's step for a one-slot frame `(offset, len)` in `region`: if it repeats
-    /// the last route (same source port, same 12 address bytes) to one port, records its
-    /// delivery in the lane (its fragment; its route only if the general walk follows, see
-    /// [`Switch::deliver_walk`]) and returns `true`. Anything else (a runt, a
-    /// new flow, a flood, a frame for its own port) returns `false`, for the general walk.
-    #[inline(always)]
-    fn route_flow(
-        s: &mut State,
-        src: usize,
-        src_hdr_len: u32,
-        region: &Region,
-        (off, len): (usize, usize),
-        counts: &mut [u64; 3],
-    ) -> bool {
-        let Some((p, e, Target::Port(t))) = s.last_route else { return false };
-        let at = src_hdr_len as usize;
-        if p != src || len < at + 12 || region.read_array::<12>(off + at).ok() != Some(e) {
-            return false;
+    /// The fast lane of a walk from port `src`: the last route's destination and 12 address
+    /// bytes, if that route came from `src` and goes to one port. A frame of the walk with
+    /// the same address bytes goes the same way (same source, same addresses, same table), so
+    /// its delivery is recorded in the lane (its fragment; its route only if the general walk
+    /// follows, see [`Switch::deliver_walk`]). A runt, a new flow, a flood or a frame for its
+    /// own port is the general walk's.
+    fn lane_route(s: &State, src: usize) -> Option<(usize, [u8; 12])> {
+        match s.last_route {
+            Some((p, e, Target::Port(t))) if p == src => Some((t, e)),
+            _ => None,
         }
-        s.frags.push((off, len));
-        s.lane = (t, s.lane.1 + 1);
-        counts[0] += 1;
-        counts[1] += 1;
-        true
     }
 
     /// Adds the counts of a walk (`[frames in, unicast, flooded]`), once per walk.
