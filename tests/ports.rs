@@ -428,17 +428,7 @@ fn switch_walk_routes_first_then_delivers_once_per_destination() {
     // B's ring: what was there before (the hello R flooded), then the first of its frames.
     let pre = b_rx0 as usize;
     let room = 255 - pre;
-    let hr = b.rx_ring(0).unwrap();
-    let n = hr.kring.num_slots;
-    let mut got = Vec::new();
-    let mut i = hr.kring.hwcur;
-    while i != hr.kring.hwtail {
-        let s = hr.view.slot(i);
-        let mut f = vec![0u8; s.len as usize];
-        b.mem().region().read_bytes(b.mem().buf_offset(s.buf_idx).unwrap(), &mut f).unwrap();
-        got.push(check_frame(&f).expect("an intact frame"));
-        i = (i + 1) % n;
-    }
+    let got = rx_seqs(&b, false);
     assert_eq!(got.len(), 255, "B's ring is full");
     assert_eq!(&got[pre..], &to_b[..room], "B got its first frames in order");
     assert_eq!(stat(&b.stats.rx_frames) - b_rx0, room as u64);
@@ -468,6 +458,33 @@ fn send_walk(a: &NmPort, frames: impl Iterator<Item = (Vec<u8>, u16)>) {
     }
     hr.kring.rhead = at;
     a.txsync(&mut hr).unwrap();
+}
+
+/// The sequence numbers of the frames in `p`'s RX ring 0, `[hwcur, hwtail)`, each frame
+/// gathered over its `NS_MOREFRAG` chain; `release` hands the slots back to the host after.
+fn rx_seqs(p: &NmPort, release: bool) -> Vec<u64> {
+    use ptnetd::abi::netmap::NS_MOREFRAG;
+    let mut hr = p.rx_ring(0).unwrap();
+    let n = hr.kring.num_slots;
+    let (mut out, mut f) = (Vec::new(), Vec::new());
+    let mut i = hr.kring.hwcur;
+    while i != hr.kring.hwtail {
+        let s = hr.view.slot(i);
+        let mut part = vec![0u8; s.len as usize];
+        let off = p.mem().buf_offset(s.buf_idx).unwrap();
+        p.mem().region().read_bytes(off, &mut part).unwrap();
+        f.extend_from_slice(&part);
+        if s.flags & NS_MOREFRAG == 0 {
+            out.push(check_frame(&f).expect("an intact frame"));
+            f.clear();
+        }
+        i = (i + 1) % n;
+    }
+    if release {
+        hr.kring.rhead = hr.kring.hwtail;
+        p.rxsync_release(&mut hr);
+    }
+    out
 }
 
 /// A walk to a port that takes another virtio-net header length goes through the header
@@ -766,28 +783,7 @@ fn switch_walk_to_one_port_delivers_in_order_and_counts_drops() {
     sw.forward(nb, 0, 0, &Frame::Bytes(&make_frame(A, B, 0, 60))); // B makes itself known
     let stat = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let (unicast0, dropped0) = (stat(&sw.stats.unicast), stat(&sw.stats.dropped));
-    // B's RX ring as frames (sequence numbers, gathered over chains), and releases it.
-    let drain = || -> Vec<u64> {
-        let mut hr = b.rx_ring(0).unwrap();
-        let n = hr.kring.num_slots;
-        let (mut out, mut f) = (Vec::new(), Vec::new());
-        let mut i = hr.kring.hwcur;
-        while i != hr.kring.hwtail {
-            let s = hr.view.slot(i);
-            let mut part = vec![0u8; s.len as usize];
-            let off = b.mem().buf_offset(s.buf_idx).unwrap();
-            b.mem().region().read_bytes(off, &mut part).unwrap();
-            f.extend_from_slice(&part);
-            if s.flags & NS_MOREFRAG == 0 {
-                out.push(check_frame(&f).expect("an intact frame"));
-                f.clear();
-            }
-            i = (i + 1) % n;
-        }
-        hr.kring.rhead = hr.kring.hwtail;
-        b.rxsync_release(&mut hr);
-        out
-    };
+    let drain = || rx_seqs(&b, true);
     // 200 frames to B, then 200 more while B holds the first: room for 55, 145 dropped.
     send_walk(&a, (0..200u64).map(|s| (make_frame(B, A, s, 60), 60)));
     send_walk(&a, (200..400u64).map(|s| (make_frame(B, A, s, 60), 60)));
@@ -906,22 +902,9 @@ fn switch_fast_lane_hands_over_at_a_new_flow() {
     send_walk(&a, (1..=10u64).map(|s| (make_frame(B, A, s, 60), 60)));
     let to = |s: u64| if (15..20).contains(&s) { C } else { B };
     send_walk(&a, (11..=30u64).map(|s| (make_frame(to(s), A, s, 60), 60)));
-    let frames = |p: &NmPort| -> Vec<u64> {
-        let hr = p.rx_ring(0).unwrap();
-        let n = hr.kring.num_slots;
-        let mut out = Vec::new();
-        let mut i = hr.kring.hwcur;
-        while i != hr.kring.hwtail {
-            let s = hr.view.slot(i);
-            let mut f = vec![0u8; s.len as usize];
-            p.mem().region().read_bytes(p.mem().buf_offset(s.buf_idx).unwrap(), &mut f).unwrap();
-            out.push(check_frame(&f).expect("an intact frame"));
-            i = (i + 1) % n;
-        }
-        out
-    };
     // The hellos (sequence 0) were flooded while A was unknown: B holds C's, C holds B's.
-    let walked = |p: &NmPort| -> Vec<u64> { frames(p).into_iter().filter(|&s| s > 0).collect() };
+    let walked =
+        |p: &NmPort| -> Vec<u64> { rx_seqs(p, false).into_iter().filter(|&s| s > 0).collect() };
     let want_b: Vec<u64> = (1..=30).filter(|s| !(15..20).contains(s)).collect();
     assert_eq!(walked(&b), want_b, "B's frames, in order");
     assert_eq!(walked(&c), (15..20).collect::<Vec<u64>>(), "C's frames, in order");
