@@ -900,7 +900,7 @@ struct SlotMover {
 /// The state of one [`SlotMover::run`] walk.
 #[derive(Default)]
 struct Walk {
-    /// Next TX slot, next RX slot, RX slots still free.
+    /// Next TX slot, next RX slot, RX slots free at the start.
     ti: u32,
     ri: u32,
     free: u32,
@@ -1055,7 +1055,7 @@ impl SlotMover {
                 (done, mark) = (total, k);
             }
         }
-        (w.ti, w.ri, w.free) = (ti, ri, w.free - count);
+        (w.ti, w.ri) = (ti, ri);
         (w.chain_bytes, w.chain_slots) = (total - done, k - mark);
         (w.frames, w.bytes) = (frames, done);
     }
