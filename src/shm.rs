@@ -454,8 +454,9 @@ pub fn store_load() {
 
 /// `n` 8-aligned 64-bit words of a [`Region`], checked once when made ([`Region::words`]): for
 /// hot loops over an array a typed view already proved in bounds (a netmap ring's slots). Each
-/// access is one compare of the index against `n` and one relaxed atomic access; an index out of
-/// range reads 0 and drops a store, like [`Region::load_u64`]. Keeps the mapping alive.
+/// access ([`Words::borrow`], then [`WordsRef`]) is one compare of the index against `n` and one
+/// relaxed atomic access; an index out of range reads 0 and drops a store, like
+/// [`Region::load_u64`]. Keeps the mapping alive.
 #[derive(Clone)]
 pub struct Words {
     base: NonNull<u64>,
@@ -476,39 +477,11 @@ impl fmt::Debug for Words {
 }
 
 impl Words {
-    /// Number of words.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// `true` for no words.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// The words borrowed for a loop: a copyable pointer and length, so the loop keeps them in
-    /// registers.
+    /// registers. All accesses go through it.
     #[inline]
     pub fn borrow(&self) -> WordsRef<'_> {
         WordsRef { base: self.base, n: self.n, _words: core::marker::PhantomData }
-    }
-
-    /// Relaxed load of word `i` (0 if `i` is out of range).
-    #[inline]
-    pub fn load(&self, i: usize) -> u64 {
-        self.borrow().load(i)
-    }
-
-    /// Relaxed store of word `i` (dropped if `i` is out of range).
-    #[inline]
-    pub fn store(&self, i: usize, v: u64) {
-        self.borrow().store(i, v)
-    }
-
-    /// Relaxed 32-bit store of bytes 4..8 of word `i` (dropped if `i` is out of range).
-    #[inline]
-    pub fn store_upper_u32(&self, i: usize, v: u32) {
-        self.borrow().store_upper_u32(i, v)
     }
 }
 
@@ -583,8 +556,8 @@ mod tests {
         assert!(matches!(r.words(4, 2), Err(ShmError::Misaligned { .. })));
         assert!(matches!(r.words(8, 8), Err(ShmError::OutOfBounds { .. })));
         assert!(matches!(r.words(8, usize::MAX), Err(ShmError::OutOfBounds { .. })));
-        let w = r.words(8, 7).unwrap();
-        assert_eq!((w.len(), w.is_empty()), (7, false));
+        let words = r.words(8, 7).unwrap();
+        let w = words.borrow();
         w.store(6, 0x1122_3344_5566_7788);
         assert_eq!(r.load_u64(56), 0x1122_3344_5566_7788, "word 6 is bytes 56..64");
         assert_eq!(w.load(6), 0x1122_3344_5566_7788);
@@ -596,6 +569,7 @@ mod tests {
         assert_eq!(w.load(7), 0, "an index out of range reads 0");
         assert_eq!(r.load_u64(0), 0, "nothing was written before the window");
         drop(r);
+        let w = words.borrow();
         assert_eq!(w.load(0), 0, "the words keep the mapping alive");
         w.store(0, 5);
         assert_eq!(w.load(0), 5);
